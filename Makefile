@@ -1,0 +1,38 @@
+# Set-up and the two everyday commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+MIRROR ?=
+# Debian packages the augmenters use (Apertium pairs, WordNet, LibreOffice thesauri).
+APT_PACKAGES := apertium apertium-es-gl apertium-pt-gl apertium-eng-spa wordnet-base \
+                wordnet-sense-index mythes-gl mythes-en-us
+
+.PHONY: venv apt test demo bench clean
+
+venv: $(VENV)/.installed apt
+
+# Re-installs only when pyproject.toml changes, so a second `make venv` takes a second.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+apt:
+	@scripts/install-debian-packages.sh $(APT_PACKAGES)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+# Build gl-ctg from its pinned URLs, or offline from a mirror: make demo MIRROR=../shared/data
+demo: venv
+	@$(BIN)/python -m pipelines.build corpora/gl-ctg.toml --out $(OUT) $(if $(MIRROR),--mirror $(MIRROR)) \
+	  || { code=$$?; echo "make demo: the build failed (exit $$code). Offline? Serve the sources from a folder: make demo MIRROR=../shared/data" >&2; exit $$code; }
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

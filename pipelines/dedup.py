@@ -1,0 +1,191 @@
+"""Exact and near-duplicate removal, keeping every near-duplicate cluster inside one split.
+
+Exact: records grouped by id (sha1 of the normalised text). Near: MinHash signatures over word
+n-gram shingles (defaults: 5-grams, 112 permutations in 14 bands of 8 rows, so pairs above a
+Jaccard similarity of about (1/14)^(1/8) = 0.72 share a band), LSH band keys through a
+`GroupByKey`, candidate pairs confirmed by their estimated Jaccard >= `threshold`, then connected
+components by union-find over the (few) confirmed edges.
+
+Among copies, the record kept is the one in the most held-out split (test, then dev, then
+train), then the first in reading order; with `near = "keep"` the whole cluster moves to that
+split instead. Either way no text has a near-copy on the other side of a split boundary.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import xxhash
+
+from pipelines.records import order_key, reject_record
+from pipelines.spec import DedupSpec
+
+_MERSENNE = np.uint64((1 << 61) - 1)
+_MAX_HASH = np.uint64((1 << 32) - 1)
+_NON_WORD = re.compile(r"[^\w\s]+")
+BUCKET_PAIRWISE_LIMIT = 200
+
+
+def shingles(text: str, n: int) -> list[str]:
+    """Word n-grams of the lower-cased text without punctuation; short texts give one shingle."""
+    words = _NON_WORD.sub(" ", text.lower()).split()
+    if len(words) <= n:
+        return [" ".join(words)]
+    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+class MinHasher:
+    """MinHash with universal hashing (a * h + b) mod (2^61 - 1) over 32-bit xxhash values."""
+
+    def __init__(self, num_perm: int, seed: int):
+        rng = np.random.RandomState(seed)
+        self.a = rng.randint(1, int(_MERSENNE), size=num_perm, dtype=np.uint64)
+        self.b = rng.randint(0, int(_MERSENNE), size=num_perm, dtype=np.uint64)
+
+    def signature(self, grams: list[str]) -> np.ndarray:
+        hv = np.fromiter((xxhash.xxh32_intdigest(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
+        with np.errstate(over="ignore"):
+            phv = ((hv[:, None] * self.a + self.b) % _MERSENNE) & _MAX_HASH
+        return phv.min(axis=0)
+
+
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a == b))
+
+
+class ExactDedup(beam.PTransform):
+    """One record per id; the others go to the `duplicates` output."""
+
+    def expand(self, records):
+        return (
+            records
+            | "KeyById" >> beam.Map(lambda r: (r["id"], r))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.ParDo(_KeepFirst()).with_outputs("duplicates", main="kept")
+        )
+
+
+class _KeepFirst(beam.DoFn):
+    def process(self, item: tuple[str, Iterable[dict]]) -> Iterator[Any]:
+        copies = sorted(item[1], key=order_key)
+        yield copies[0]
+        for r in copies[1:]:
+            yield beam.pvalue.TaggedOutput(
+                "duplicates", reject_record(r, "exact_dedup", "exact_duplicate", duplicate_of=copies[0]["id"]))
+
+
+class _Signature(beam.DoFn):
+    def __init__(self, spec: DedupSpec):
+        self.spec = spec
+
+    def setup(self) -> None:
+        self.hasher = MinHasher(self.spec.num_perm, self.spec.seed)
+
+    def process(self, record: dict[str, Any]) -> Iterator[tuple]:
+        sig = self.hasher.signature(shingles(record["text"], self.spec.ngram))
+        rows = self.spec.num_perm // self.spec.bands
+        for band in range(self.spec.bands):
+            key = xxhash.xxh64_intdigest(sig[band * rows:(band + 1) * rows].tobytes())
+            yield (band, key), (record["id"], sig)
+
+
+class _ConfirmPairs(beam.DoFn):
+    """Edges between members of one LSH bucket whose estimated Jaccard reaches the threshold."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def process(self, item: tuple[Any, Iterable[tuple[str, np.ndarray]]]) -> Iterator[tuple[str, str]]:
+        members = sorted({i: s for i, s in item[1]}.items())
+        if len(members) < 2:
+            return
+        # Huge buckets (boilerplate) are compared against their first member only.
+        anchors = members if len(members) <= BUCKET_PAIRWISE_LIMIT else members[:1]
+        for i, (id_a, sig_a) in enumerate(anchors):
+            for id_b, sig_b in members[i + 1:]:
+                if jaccard_estimate(sig_a, sig_b) >= self.threshold:
+                    yield id_a, id_b
+
+
+def connected_components(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Union-find: every node mapped to the smallest id of its component."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+class _ResolveCluster(beam.DoFn):
+    def __init__(self, action: str):
+        self.action = action
+
+    def process(self, item: tuple[str, Iterable[dict]]) -> Iterator[Any]:
+        members = sorted(item[1], key=order_key)
+        first = members[0]
+        yield first
+        for r in members[1:]:
+            if self.action == "keep":
+                yield {**r, "split": first["split"]}
+            else:
+                yield beam.pvalue.TaggedOutput(
+                    "duplicates", reject_record(r, "near_dedup", "near_duplicate", duplicate_of=first["id"]))
+
+
+class _Route(beam.DoFn):
+    """Records outside any cluster go straight on; members are keyed by their cluster."""
+
+    def process(self, item: tuple[str, dict]) -> Iterator[Any]:
+        _, joined = item
+        cluster = list(joined["cluster"])
+        for record in joined["records"]:
+            if cluster:
+                yield beam.pvalue.TaggedOutput("members", (cluster[0], record))
+            else:
+                yield record
+
+
+class NearDedup(beam.PTransform):
+    """MinHash LSH near-duplicate clusters; outputs `kept` and `duplicates`."""
+
+    def __init__(self, spec: DedupSpec):
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, records):
+        edges = (
+            records
+            | "Signatures" >> beam.ParDo(_Signature(self.spec))
+            | "GroupByBand" >> beam.GroupByKey()
+            | "ConfirmPairs" >> beam.ParDo(_ConfirmPairs(self.spec.threshold))
+            | "UniqueEdges" >> beam.Distinct()
+        )
+        clusters = (
+            edges
+            | "OneKey" >> beam.Map(lambda e: (None, e))
+            | "AllEdges" >> beam.GroupByKey()
+            | "Components" >> beam.FlatMap(lambda kv: sorted(connected_components(kv[1]).items()))
+        )
+        routed = (
+            {"records": records | "KeyRecords" >> beam.Map(lambda r: (r["id"], r)), "cluster": clusters}
+            | "JoinClusters" >> beam.CoGroupByKey()
+            | "Route" >> beam.ParDo(_Route()).with_outputs("members", main="single")
+        )
+        resolved = (
+            routed.members
+            | "GroupByCluster" >> beam.GroupByKey()
+            | "Resolve" >> beam.ParDo(_ResolveCluster(self.spec.near)).with_outputs("duplicates", main="kept")
+        )
+        kept = (routed.single, resolved.kept) | "MergeKept" >> beam.Flatten()
+        return kept, resolved.duplicates

@@ -1,0 +1,161 @@
+"""Bring every source of a spec to a local file before the pipeline runs.
+
+URL sources are served from a mirror folder when one is given (pinned files matched by sha256
+anywhere under it, unpinned ones by file name), else from a content-addressed cache, else
+downloaded with a timeout and a size cap and verified against their pinned sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from pipelines.errors import SourceError
+from pipelines.spec import CorpusSpec, Source, resolve_path
+
+MIRROR_ENV = "SCARCE_LM_MIRROR"
+CACHE_ENV = "SCARCE_LM_CACHE"
+TIMEOUT_S = 60
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source with a local location and its fingerprint (sha256 of the bytes read)."""
+
+    source: Source
+    local: str
+    sha256: str
+    origin: str  # "path", "mirror", "cache", "download" or "hf"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "scarce-lm")
+    return Path(base).expanduser() / "downloads"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(folder: Path) -> str:
+    """Fingerprint of a folder (a local `datasets` folder): relative names and file contents."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(folder)).encode() + b"\0" + sha256_file(p).encode())
+    return h.hexdigest()
+
+
+class Mirror:
+    """A local folder standing in for the network; its files are indexed by sha256 once."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise SourceError(f"mirror {self.root}: not a folder")
+        self._by_sha: dict[str, Path] | None = None
+
+    def find(self, url: str, sha256: str | None) -> Path | None:
+        if sha256:
+            if self._by_sha is None:
+                self._by_sha = {}
+                for p in sorted(self.root.rglob("*")):
+                    if p.is_file() and not p.is_symlink():
+                        self._by_sha.setdefault(sha256_file(p), p)
+            return self._by_sha.get(sha256)
+        name = PurePosixPath(urlparse(url).path).name
+        matches = sorted(self.root.rglob(name)) if name else []
+        return matches[0] if matches else None
+
+
+def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | None, label: str) -> tuple[Path, str]:
+    """Fetch `url` into the content cache; returns (path, sha256). Raises SourceError naming `label`."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "scarce-lm"})
+    h = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            if total and total > max_bytes:
+                raise SourceError(f"source {label}: {url} is {total} bytes, over the cap of {max_bytes} (raise `max_bytes`)")
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {label}", leave=False,
+                      disable=None) as bar:
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise SourceError(f"source {label}: {url} exceeds the cap of {max_bytes} bytes (raise `max_bytes`)")
+                    h.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        digest = h.hexdigest()
+        if expected_sha256 and digest != expected_sha256:
+            raise SourceError(f"source {label}: checksum mismatch for {url}: expected sha256 {expected_sha256}, got {digest}")
+        final = dest_dir / digest / (PurePosixPath(urlparse(url).path).name or "download")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        return final, digest
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SourceError(
+            f"source {label}: cannot download {url} ({reason}); offline? serve it from a folder with "
+            f"--mirror DIR or {MIRROR_ENV}=DIR (e.g. --mirror ../shared/data)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve_source(spec: CorpusSpec, source: Source, mirror: Mirror | None, cache_dir: Path) -> ResolvedSource:
+    if source.path:
+        path = resolve_path(spec, source)
+        if not path.exists():
+            raise SourceError(f"source {source.name}: file not found: {path}")
+        if path.is_dir():
+            raise SourceError(f"source {source.name}: {path} is a folder, not a file")
+        digest = sha256_file(path)
+        if source.sha256 and digest != source.sha256:
+            raise SourceError(f"source {source.name}: checksum mismatch for {path}: expected sha256 {source.sha256}, got {digest}")
+        return ResolvedSource(source, str(path), digest, "path")
+    if source.hf:
+        folder = Path(source.hf).expanduser()
+        if not folder.is_absolute() and (spec.base_dir / folder).exists():
+            folder = spec.base_dir / folder
+        if folder.exists():
+            return ResolvedSource(source, str(folder), sha256_tree(folder), "hf")
+        # A hub id: `datasets` fetches and caches it; its fingerprint is the id and config.
+        digest = hashlib.sha256(f"{source.hf}\0{source.config}\0{source.hf_split}".encode()).hexdigest()
+        return ResolvedSource(source, source.hf, digest, "hf")
+    url = source.url or ""
+    if mirror is not None:
+        found = mirror.find(url, source.sha256)
+        if found is None:
+            what = f"sha256 {source.sha256}" if source.sha256 else f"a file named {PurePosixPath(urlparse(url).path).name!r}"
+            raise SourceError(f"source {source.name}: mirror {mirror.root} has no file with {what} (for {url})")
+        return ResolvedSource(source, str(found), source.sha256 or sha256_file(found), "mirror")
+    if source.sha256:
+        cached = cache_dir / source.sha256
+        hits = sorted(cached.glob("*")) if cached.is_dir() else []
+        if hits and sha256_file(hits[0]) == source.sha256:
+            return ResolvedSource(source, str(hits[0]), source.sha256, "cache")
+    path, digest = download(url, cache_dir, source.max_bytes, source.sha256, source.name)
+    return ResolvedSource(source, str(path), digest, "download")
+
+
+def resolve_sources(spec: CorpusSpec, mirror: str | None = None, cache_dir: Path | None = None) -> list[ResolvedSource]:
+    """Resolve every source of `spec`; `mirror` falls back to the SCARCE_LM_MIRROR variable."""
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    m = Mirror(mirror) if mirror else None
+    cache = cache_dir or default_cache_dir()
+    return [resolve_source(spec, s, m, cache) for s in spec.sources]

@@ -1,0 +1,88 @@
+"""Quality filters with spec thresholds: length, symbol and digit ratios, Gopher repetition.
+
+`quality_reason` is a pure function (text, FilterSpec) -> reason or None, so the same rules run
+inside the Beam DoFn, in tests and in benchmarks. The repetition rules follow Gopher (Rae et al.
+2021, table A1) as datatrove implements them: the share of characters covered by the most
+frequent word 2-, 3-, 4-gram, and by duplicated word 5- to 10-grams.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from typing import Any, Iterator
+
+import apache_beam as beam
+
+from pipelines.records import reject_record
+from pipelines.spec import FilterSpec
+
+
+def top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters covered by the most frequent n-gram, counting all its occurrences (0 if unique)."""
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0
+    gram, count = grams.most_common(1)[0]
+    return sum(map(len, gram)) * count if count > 1 else 0
+
+
+def duplicate_ngram_chars(words: list[str], n: int) -> int:
+    """Characters in n-grams that repeat an earlier one (non-overlapping), as in Gopher."""
+    seen: set[tuple[str, ...]] = set()
+    repeated, i = 0, 0
+    while i <= len(words) - n:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            repeated += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return repeated
+
+
+def quality_reason(text: str, f: FilterSpec) -> str | None:
+    """The first rule `text` breaks, or None when it passes."""
+    if not f.enabled:
+        return None
+    n = len(text)
+    if f.min_chars and n < f.min_chars:
+        return "too_short"
+    if f.max_chars and n > f.max_chars:
+        return "too_long"
+    words = text.split()
+    if f.min_words and len(words) < f.min_words:
+        return "too_few_words"
+    symbols = digits = 0
+    for ch in text:
+        if ch.isdigit():
+            digits += 1
+        elif unicodedata.category(ch)[0] in "SC":
+            symbols += 1
+    if f.max_symbol_ratio and symbols / n > f.max_symbol_ratio:
+        return "symbol_ratio"
+    if f.max_digit_ratio and digits / n > f.max_digit_ratio:
+        return "digit_ratio"
+    if f.min_alpha_ratio and sum(any(c.isalpha() for c in w) for w in words) / len(words) < f.min_alpha_ratio:
+        return "alpha_ratio"
+    if f.repetition_min_words and len(words) >= f.repetition_min_words:
+        chars = sum(map(len, words))
+        for k, limit in zip((2, 3, 4), f.top_ngram_fraction):
+            if limit and top_ngram_chars(words, k) / chars > limit:
+                return f"top_{k}gram"
+        for k, limit in zip(range(5, 11), f.dup_ngram_fraction):
+            if limit and duplicate_ngram_chars(words, k) / chars > limit:
+                return f"dup_{k}gram"
+    return None
+
+
+class QualityFilter(beam.DoFn):
+    def __init__(self, filters: FilterSpec):
+        self.filters = filters
+
+    def process(self, record: dict[str, Any]) -> Iterator[Any]:
+        reason = quality_reason(record["text"], self.filters)
+        if reason is None:
+            yield record
+        else:
+            yield beam.pvalue.TaggedOutput("rejected", reject_record(record, "quality", reason))

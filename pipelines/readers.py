@@ -1,0 +1,203 @@
+"""Read one source into raw units (lines, paragraphs, documents, JSON or table rows).
+
+A reader yields ("ok", record) or ("rejected", rejection); it never raises for bad content:
+a binary or empty file, undecodable bytes, a unit over the size cap or a malformed JSON line
+all become rejections with a reason and an offset. Offsets are character offsets into the
+decoded file (row numbers for tables).
+
+For a `tail` split the decoded text is cut at exact character boundaries first (dev = the
+`dev` fraction before the last `test` fraction), so the test split is exactly the file's tail,
+as in nanoGPT's and char-rnn's published character-level numbers.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipelines.records import rejection
+
+Event = tuple[str, dict[str, Any]]
+_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SNIFF = 8192
+
+
+def source_info(resolved: Any, spec: Any) -> dict[str, Any]:
+    """The plain-dict description of a resolved source that travels to Beam workers."""
+    s = resolved.source
+    tail = (spec.split.dev, spec.split.test) if spec.split.method == "tail" else None
+    return {
+        "name": s.name, "kind": s.kind, "local": resolved.local, "format": s.format, "split": s.split,
+        "field": s.field, "column": s.column, "config": s.config, "hf_split": s.hf_split,
+        "encoding": s.encoding, "segment": s.segment, "tail": tail,
+        "max_record_bytes": spec.filters.max_record_bytes,
+    }
+
+
+def read_source(info: dict[str, Any]) -> Iterator[Event]:
+    """All units of one source, in order."""
+    if info["kind"] == "hf":
+        yield from _read_hf(info)
+    elif info["format"] == "parquet":
+        yield from _read_parquet(info)
+    else:
+        yield from _read_text_file(info)
+
+
+def _unit(info: dict[str, Any], text: str, doc: str, pos: int, offset: int, split: str | None) -> Event:
+    return "ok", {"text": text, "source": info["name"], "doc": doc, "pos": pos, "offset": offset,
+                  "split": split or info["split"], "segment": info["segment"]}
+
+
+def _check_unit(info: dict[str, Any], text: str, offset: int) -> dict[str, Any] | None:
+    """A rejection for undecodable bytes or an oversized unit, else None."""
+    limit = info["max_record_bytes"]
+    if len(text) * 4 > limit and len(text.encode("utf-8", "surrogateescape")) > limit:
+        return rejection("read", "too_long", info["name"], offset, text, chars=len(text))
+    bad = _SURROGATE.search(text)
+    if bad:
+        raw = text.encode("utf-8", "surrogateescape")
+        return rejection("read", f"bad_{info['encoding'].replace('-', '').lower()}", info["name"], offset, raw,
+                         detail=f"undecodable byte at char {bad.start()} of the unit")
+    return None
+
+
+def _read_text_file(info: dict[str, Any]) -> Iterator[Event]:
+    name = info["name"]
+    raw = Path(info["local"]).read_bytes()
+    if b"\0" in raw[:_SNIFF]:
+        yield "rejected", rejection("read", "binary", name, 0, raw[:64], detail="NUL bytes in the first 8 KiB")
+        return
+    if not raw.strip():
+        yield "rejected", rejection("read", "empty_source", name, 0, raw[:64], detail=f"{len(raw)} bytes, no text")
+        return
+    text = raw.decode(info["encoding"], errors="surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    regions: list[tuple[int, int, str | None]] = [(0, len(text), None)]
+    if info["tail"]:
+        dev, test = info["tail"]
+        n = len(text)
+        test_at, dev_at = int(n * (1 - test)), int(n * (1 - test - dev))
+        regions = [(0, dev_at, "train"), (dev_at, test_at, "dev"), (test_at, n, "test")]
+    counter = [0]  # unit numbers run on across tail regions
+    for start, end, split in regions:
+        yield from _units(info, text[start:end], start, split, counter)
+
+
+def _units(info: dict[str, Any], text: str, base: int, split: str | None, counter: list[int]) -> Iterator[Event]:
+    fmt, name = info["format"], info["name"]
+    if fmt == "document":
+        pieces: Iterator[tuple[int, str]] = iter([(0, text)] if text.strip() else [])
+    elif fmt == "paragraphs":
+        pieces = _split_at(text, _BLANK_LINES)
+    else:
+        pieces = _split_lines(text)
+    doc = name
+    for offset, piece in pieces:
+        offset += base
+        if fmt in ("lines", "paragraphs", "document"):
+            if not piece.strip():
+                continue
+            bad = _check_unit(info, piece, offset)
+            if bad:
+                yield "rejected", bad
+                continue
+            yield _unit(info, piece, doc, counter[0], offset, split)
+            counter[0] += 1
+        elif fmt == "jsonl":
+            if not piece.strip():
+                continue
+            bad = _check_unit(info, piece, offset)
+            if bad:
+                yield "rejected", bad
+                continue
+            try:
+                obj = json.loads(piece)
+            except json.JSONDecodeError as exc:
+                yield "rejected", rejection("read", "bad_json", name, offset, piece, detail=exc.msg)
+                continue
+            value = obj.get(info["field"]) if isinstance(obj, dict) else None
+            if not isinstance(value, str):
+                yield "rejected", rejection("read", "missing_field", name, offset, piece,
+                                            detail=f"no string field {info['field']!r}")
+                continue
+            yield _unit(info, value, f"{name}:{counter[0]}", 0, offset, split)
+            counter[0] += 1
+        elif fmt == "conllu":
+            if piece.startswith("# newdoc"):
+                doc = f"{name}:{piece.partition('=')[2].strip() or counter[0]}"
+            elif piece.startswith("# text ="):
+                value = piece[len("# text ="):].strip()
+                bad = _check_unit(info, value, offset)
+                if bad:
+                    yield "rejected", bad
+                    continue
+                yield _unit(info, value, doc, counter[0], offset, split)
+                counter[0] += 1
+
+
+def _split_lines(text: str) -> Iterator[tuple[int, str]]:
+    offset = 0
+    for line in text.split("\n"):
+        yield offset, line.rstrip("\r")
+        offset += len(line) + 1
+
+
+def _split_at(text: str, separator: re.Pattern) -> Iterator[tuple[int, str]]:
+    start = 0
+    for m in separator.finditer(text):
+        yield start, text[start:m.start()]
+        start = m.end()
+    yield start, text[start:]
+
+
+def _rows(info: dict[str, Any], values: Iterator[Any]) -> Iterator[Event]:
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if not isinstance(value, str):
+            yield "rejected", rejection("read", "not_text", info["name"], row, repr(value),
+                                        detail=f"column {info['column']!r} holds {type(value).__name__}")
+            continue
+        bad = _check_unit(info, value, row)
+        if bad:
+            yield "rejected", bad
+            continue
+        yield _unit(info, value, info["name"], row, row, None)
+
+
+def _read_parquet(info: dict[str, Any]) -> Iterator[Event]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(info["local"])
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
+        return
+    if info["column"] not in pf.schema_arrow.names:
+        yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(pf.schema_arrow.names),
+                                    detail=f"no column {info['column']!r}")
+        return
+    yield from _rows(info, (v for batch in pf.iter_batches(columns=[info["column"]])
+                            for v in batch.column(0).to_pylist()))
+
+
+def _read_hf(info: dict[str, Any]) -> Iterator[Event]:
+    import datasets
+
+    location, split = info["local"], info["hf_split"]
+    folder = Path(location)
+    if (folder / "dataset_info.json").exists() or (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+        ds = datasets.load_from_disk(str(folder))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split or "train"]
+    else:
+        ds = datasets.load_dataset(location, info["config"], split=split or "train")
+    if info["column"] not in ds.column_names:
+        yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(ds.column_names),
+                                    detail=f"no column {info['column']!r}")
+        return
+    yield from _rows(info, iter(ds[info["column"]]))

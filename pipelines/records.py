@@ -1,0 +1,45 @@
+"""The record and rejection shapes that flow through the build, and the record id.
+
+A record is a plain dict (cheap to pickle between Beam workers) with the snapshot columns
+`id, text, source, doc, pos, lang, lang_score` plus working fields (`offset`, `split`).
+A rejection is a dict with `reason`, `stage`, `source`, `offset` and a `snippet`.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+SNIPPET_CHARS = 200
+# Most held-out split first: when copies or near-copies of a text fall in several splits the
+# whole cluster goes to the most held-out one, so a test sentence never leaks into train.
+SPLIT_PRIORITY = {"test": 0, "dev": 1, "train": 2}
+
+
+def record_id(text: str) -> str:
+    """First 16 hex digits of sha1 of the normalised text: same text, same id, in every build."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def snippet(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        return repr(value[:SNIPPET_CHARS])
+    return value[:SNIPPET_CHARS]
+
+
+def rejection(stage: str, reason: str, source: str, offset: int, text: str | bytes,
+              **extra: Any) -> dict[str, Any]:
+    """A rejected unit: where it was, why, and enough of it to find it again."""
+    return {"stage": stage, "reason": reason, "source": source, "offset": offset,
+            "snippet": snippet(text), **extra}
+
+
+def reject_record(record: dict[str, Any], stage: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """Reject a record that already has an id, doc and pos."""
+    return rejection(stage, reason, record["source"], record.get("offset", -1), record["text"],
+                     id=record.get("id"), doc=record.get("doc"), pos=record.get("pos"), **extra)
+
+
+def order_key(record: dict[str, Any]) -> tuple:
+    """Deterministic preference among copies: most held-out split, then reading order."""
+    return (SPLIT_PRIORITY.get(record.get("split") or "train", 2), record["source"],
+            record["doc"], record["pos"], record["id"])

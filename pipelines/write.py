@@ -1,0 +1,186 @@
+"""Write a snapshot: Parquet splits, rejected JSON lines, stats.json, manifest.json, README.md.
+
+Outputs are byte-identical for the same input, spec and code: rows are sorted inside each
+shard, shards are chosen by a hash of the id, and no timestamps are written. Every path goes
+through Beam's FileSystems, so OUT may be a local folder, gs:// or s3://.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.records import SPLIT_PRIORITY
+
+SPLITS = ("train", "dev", "test")
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("doc", pa.string()),
+    ("pos", pa.int64()), ("lang", pa.string()), ("lang_score", pa.float32()),
+])
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Write `data` to `path` through FileSystems; returns its sha256."""
+    with FileSystems.create(path) as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist([{k: r[k] for k in SCHEMA.names} for r in rows], schema=SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+
+
+def shard_name(group: str, index: int, count: int, ext: str) -> str:
+    return f"{group}/{group}-{index:05d}-of-{count:05d}.{ext}"
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, root: str, ext: str):
+        self.root, self.ext = root, ext
+
+    def process(self, item: tuple[tuple[str, int, int], Iterable[dict]]) -> Iterator[dict[str, Any]]:
+        (group, index, count), rows = item
+        if self.ext == "parquet":
+            rows = sorted(rows, key=lambda r: (r["source"], r["doc"], r["pos"], r["id"]))
+            data = parquet_bytes(rows)
+        else:
+            rows = sorted(rows, key=lambda r: (r["source"], r["offset"], r["stage"], r["reason"], r.get("id") or ""))
+            data = jsonl_bytes(rows)
+        name = shard_name(group, index, count, self.ext)
+        yield {"path": name, "group": group, "rows": len(rows), "sha256": write_bytes(FileSystems.join(self.root, name), data)}
+
+
+class WriteShards(beam.PTransform):
+    """Writes (group, row) pairs as sorted shards of at most about `rows_per_shard` rows each."""
+
+    def __init__(self, root: str, ext: str, rows_per_shard: int):
+        super().__init__()
+        self.root, self.ext, self.rows_per_shard = root, ext, rows_per_shard
+
+    def expand(self, rows):
+        counts = rows | "Count" >> beam.combiners.Count.PerKey()
+        per_shard = self.rows_per_shard
+
+        def key(item, counts):
+            group, row = item
+            n = max(1, math.ceil(counts[group] / per_shard))
+            return (group, int(row.get("id") or hashlib.sha1(json.dumps(row, sort_keys=True).encode()).hexdigest()[:16], 16) % n, n), row
+
+        return (
+            rows
+            | "ShardKey" >> beam.Map(key, beam.pvalue.AsDict(counts))
+            | "GroupShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WriteShard(self.root, self.ext))
+        )
+
+
+def outcome_keys(kind: str):
+    """Map a record or rejection to the (outcome, source, stage, reason) key that stats counts."""
+    if kind == "kept":
+        return lambda r: ("kept", r["source"], "split", r["split"])
+    return lambda r: (kind, r["source"], r["stage"], r["reason"])
+
+
+def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment: dict[str, int]) -> dict[str, Any]:
+    """stats.json: totals, per split, per stage and reason, per source; input = kept + rejected + duplicates."""
+    def empty() -> dict[str, Any]:
+        return {"input": 0, "kept": 0, "rejected": 0, "duplicates": 0}
+
+    total, sources = empty(), defaultdict(empty)
+    splits = {s: 0 for s in SPLITS}
+    stages: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (outcome, source, stage, reason), n in counts:
+        field = {"kept": "kept", "rejected": "rejected", "duplicate": "duplicates"}[outcome]
+        for target in (total, sources[source]):
+            target[field] += n
+            target["input"] += n
+        if outcome == "kept":
+            splits[reason] += n
+        else:
+            stages[stage][reason] += n
+            sources[source].setdefault("by_reason", defaultdict(int))[reason] += n
+    stage_order = ("read", "normalise", "langid", "quality", "exact_dedup", "near_dedup")
+    return {
+        **total,
+        "splits": splits,
+        "stages": {s: dict(sorted(stages[s].items())) for s in stage_order if s in stages},
+        "segment": segment,
+        "sources": {name: {**{k: v for k, v in s.items() if k != "by_reason"},
+                           "by_reason": dict(sorted(s.get("by_reason", {}).items()))}
+                    for name, s in sorted(sources.items())},
+        "note": "input counts records after sentence segmentation plus units rejected before it",
+    }
+
+
+def dataset_card(spec: Any, version: str, stats: dict[str, Any], manifest: dict[str, Any]) -> str:
+    lines = [
+        f"# {spec.name} ({version})", "",
+        spec.description or "", "",
+        f"- language: `{spec.language}`",
+        f"- licence: {spec.license or 'not stated in the spec'}",
+        f"- split method: `{spec.split.method}`" + (f" (dev {spec.split.dev}, test {spec.split.test})" if spec.split.method != "source" else ""),
+        f"- records: {stats['kept']} kept of {stats['input']} ({stats['rejected']} rejected, {stats['duplicates']} duplicates)",
+        "", "| split | rows | characters |", "|---|---:|---:|",
+    ]
+    for s in SPLITS:
+        lines.append(f"| {s} | {stats['splits'][s]} | {manifest['characters'][s]} |")
+    lines += ["", "## Sources", "", "| name | location | sha256 |", "|---|---|---|"]
+    for src in manifest["sources"]:
+        lines.append(f"| {src['name']} | {src['location']} | `{src['sha256']}` |")
+    lines += ["", "## Rejected and duplicate records by stage", "", "| stage | reason | records |", "|---|---|---:|"]
+    for stage, reasons in stats["stages"].items():
+        for reason, n in reasons.items():
+            lines.append(f"| {stage} | {reason} | {n} |")
+    lines += [
+        "", "## Loading", "", "```python", "import datasets",
+        f'train = datasets.load_dataset("parquet", data_dir="{version}/train", split="train")', "```",
+        "", "Columns: `id` (sha1 of the text, 16 hex digits), `text`, `source`, `doc`, `pos` (order inside",
+        "the document), `lang`, `lang_score`. Rejected and duplicate records, with reasons, are in `rejected/`.", "",
+    ]
+    return "\n".join(lines)
+
+
+class Finalise(beam.DoFn):
+    """Writes stats.json, manifest.json, the spec and the dataset card once every shard exists."""
+
+    def __init__(self, root: str, spec: Any, version: str, manifest_base: dict[str, Any]):
+        self.root, self.spec, self.version, self.base = root, spec, version, manifest_base
+
+    def process(self, _: Any, shards: list[dict], counts: list, segment: list, chars: list) -> Iterator[dict]:
+        shards = sorted(shards, key=lambda s: s["path"])
+        present = {s["group"] for s in shards}
+        for split in SPLITS:  # an empty split still gets a (schema-only) shard so it loads
+            if split not in present:
+                name = shard_name(split, 0, 1, "parquet")
+                shards.append({"path": name, "group": split, "rows": 0,
+                               "sha256": write_bytes(FileSystems.join(self.root, name), parquet_bytes([]))})
+        shards.sort(key=lambda s: (SPLIT_PRIORITY.get(s["group"], 3), s["path"]))
+        stats = build_stats(counts, dict(sorted(segment)))
+        characters = {s: 0 for s in SPLITS} | dict(chars)
+        manifest = {**self.base, "characters": characters, "splits": stats["splits"],
+                    "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards]}
+        spec_name = "spec.toml"
+        write_bytes(FileSystems.join(self.root, spec_name), self.spec.text.encode("utf-8"))
+        write_bytes(FileSystems.join(self.root, "stats.json"), _json(stats))
+        write_bytes(FileSystems.join(self.root, "manifest.json"), _json(manifest))
+        write_bytes(FileSystems.join(self.root, "README.md"), dataset_card(self.spec, self.version, stats, manifest).encode("utf-8"))
+        yield stats
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
