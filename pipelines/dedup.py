@@ -1,7 +1,9 @@
 """Exact and near-duplicate removal, keeping every near-duplicate cluster inside one split.
 
-Exact: records grouped by id (sha1 of the normalised text). Near: MinHash signatures over word
-n-gram shingles (defaults: 5-grams, 112 permutations in 14 bands of 8 rows, so pairs above a
+Exact: records grouped by id (sha1 of the normalised text). Near: MinHash signatures over
+shingles of the lower-cased text without punctuation (defaults: character 5-grams, which suit
+sentence-sized records, where one edited word changes five word 5-grams out of twenty; word
+n-grams with `shingle = "word"` for documents; 112 permutations in 14 bands of 8 rows, so pairs above a
 Jaccard similarity of about (1/14)^(1/8) = 0.72 share a band), LSH band keys through a
 `GroupByKey`, candidate pairs confirmed by their estimated Jaccard >= `threshold`, then connected
 components by union-find over the (few) confirmed edges.
@@ -28,12 +30,15 @@ _NON_WORD = re.compile(r"[^\w\s]+")
 BUCKET_PAIRWISE_LIMIT = 200
 
 
-def shingles(text: str, n: int) -> list[str]:
-    """Word n-grams of the lower-cased text without punctuation; short texts give one shingle."""
+def shingles(text: str, n: int, unit: str = "char") -> list[str]:
+    """Character or word n-grams of the lower-cased text without punctuation; short texts give one."""
     words = _NON_WORD.sub(" ", text.lower()).split()
-    if len(words) <= n:
+    items: str | list[str] = " ".join(words) if unit == "char" else words
+    if len(items) <= n:
         return [" ".join(words)]
-    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if unit == "char":
+        return sorted({items[i:i + n] for i in range(len(items) - n + 1)})
+    return [" ".join(items[i:i + n]) for i in range(len(items) - n + 1)]
 
 
 class MinHasher:
@@ -84,7 +89,7 @@ class _Signature(beam.DoFn):
         self.hasher = MinHasher(self.spec.num_perm, self.spec.seed)
 
     def process(self, record: dict[str, Any]) -> Iterator[tuple]:
-        sig = self.hasher.signature(shingles(record["text"], self.spec.ngram))
+        sig = self.hasher.signature(shingles(record["text"], self.spec.ngram, self.spec.shingle))
         rows = self.spec.num_perm // self.spec.bands
         for band in range(self.spec.bands):
             key = xxhash.xxh64_intdigest(sig[band * rows:(band + 1) * rows].tobytes())

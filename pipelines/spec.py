@@ -105,6 +105,7 @@ class DedupSpec:
     num_perm: int = 112
     bands: int = 14
     ngram: int = 5
+    shingle: str = "char"
     seed: int = 1
 
 
@@ -321,6 +322,7 @@ def parse_spec(text: str, file: str) -> CorpusSpec:
         num_perm=dt.positive("num_perm", 112),
         bands=dt.positive("bands", 14),
         ngram=dt.positive("ngram", 5),
+        shingle=dt.choice("shingle", ("char", "word"), "char"),
         seed=dt.positive("seed", 1),
     )
     if dedup.bands == 0 or dedup.num_perm % dedup.bands:

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real text in ../shared/data and a helper that builds a spec."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCARCE_LM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+GL = SHARED / "gl-ctg"
+SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not GL.is_dir():
+        raise pytest.UsageError(f"real test data not found at {SHARED} (set SCARCE_LM_SHARED_DATA)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Downloads and `datasets` caches never touch the user's home during tests.
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("SCARCE_LM_CACHE", str(cache / "scarce"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SCARCE_LM_MIRROR", raising=False)
+
+
+def gl_lines(split: str, n: int | None = None) -> list[str]:
+    lines = [line for line in (GL / f"{split}.txt").read_text(encoding="utf-8").split("\n") if line.strip()]
+    return lines if n is None else lines[:n]
+
+
+def write_spec(folder: Path, body: str, name: str = "corpus") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nlanguage = "gl"\n' + body, encoding="utf-8")
+    return path
+
+
+def read_split(version_dir: Path, split: str) -> list[dict[str, Any]]:
+    return pq.read_table(version_dir / split).to_pylist()
+
+
+def read_rejected(version_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for p in sorted((version_dir / "rejected").glob("*.jsonl")):
+        rows += [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()]
+    return rows
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def check_accounting(stats: dict[str, Any], version_dir: Path) -> None:
+    """input = kept + rejected + duplicates, at the top and per source; kept = rows of all splits."""
+    assert stats["input"] == stats["kept"] + stats["rejected"] + stats["duplicates"]
+    for name, s in stats["sources"].items():
+        assert s["input"] == s["kept"] + s["rejected"] + s["duplicates"], name
+    rows = sum(len(read_split(version_dir, s)) for s in ("train", "dev", "test"))
+    assert rows == stats["kept"] == sum(stats["splits"].values())
+    assert len(read_rejected(version_dir)) == stats["rejected"] + stats["duplicates"]
