@@ -39,7 +39,7 @@ from pipelines.quality import QualityFilter
 from pipelines.segment import Segment
 from pipelines.spec import CorpusSpec, load_spec
 from pipelines.split import assign_split
-from pipelines.write import Finalise, WriteShards, outcome_keys
+from pipelines.write import Finalise, WriteShards, corpus_order, outcome_keys, rejected_order
 
 LATEST = "LATEST"
 STAGING_PREFIX = ".staging-"
@@ -113,10 +113,10 @@ class BuildCorpus(beam.PTransform):
         dups = (tuple(duplicates) or (pbegin | "NoDuplicates" >> beam.Create([]),)) | "AllDuplicates" >> beam.Flatten()
 
         shards = (records | "BySplit" >> beam.Map(lambda r: (r["split"], r))
-                  | "WriteSplits" >> WriteShards(self.root, "parquet", spec.output.rows_per_shard))
+                  | "WriteSplits" >> WriteShards(self.root, "parquet", spec.output.rows_per_shard, corpus_order))
         dropped = (rejected, dups) | "RejectedAndDuplicates" >> beam.Flatten()
         (dropped | "ByRejected" >> beam.Map(lambda r: ("rejected", r))
-         | "WriteRejected" >> WriteShards(self.root, "jsonl", spec.output.rows_per_shard))
+         | "WriteRejected" >> WriteShards(self.root, "jsonl", spec.output.rows_per_shard, rejected_order, None))
 
         counts = (
             (records | "KeptKeys" >> beam.Map(outcome_keys("kept")),

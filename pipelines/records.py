@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from apache_beam.metrics import Metrics
+
 SNIPPET_CHARS = 200
 # Most held-out split first: when copies or near-copies of a text fall in several splits the
 # whole cluster goes to the most held-out one, so a test sentence never leaks into train.
@@ -28,7 +30,12 @@ def snippet(value: str | bytes) -> str:
 
 def rejection(stage: str, reason: str, source: str, offset: int, text: str | bytes,
               **extra: Any) -> dict[str, Any]:
-    """A rejected unit: where it was, why, and enough of it to find it again."""
+    """A rejected unit: where it was, why, and enough of it to find it again.
+
+    Also counts it as the Beam counter `stage/reason`, so runner UIs (Dataflow, Flink) show drops
+    live; outside a pipeline the counter is a no-op.
+    """
+    Metrics.counter(stage, reason).inc()
     return {"stage": stage, "reason": reason, "source": source, "offset": offset,
             "snippet": snippet(text), **extra}
 

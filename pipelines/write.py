@@ -11,7 +11,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,8 +34,8 @@ def write_bytes(path: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
-    table = pa.Table.from_pylist([{k: r[k] for k in SCHEMA.names} for r in rows], schema=SCHEMA)
+def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema = SCHEMA) -> bytes:
+    table = pa.Table.from_pylist([{k: r[k] for k in schema.names} for r in rows], schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
@@ -49,18 +49,22 @@ def shard_name(group: str, index: int, count: int, ext: str) -> str:
     return f"{group}/{group}-{index:05d}-of-{count:05d}.{ext}"
 
 
+def corpus_order(r: dict[str, Any]) -> tuple:
+    return r["source"], r["doc"], r["pos"], r["id"]
+
+
+def rejected_order(r: dict[str, Any]) -> tuple:
+    return r["source"], r["offset"], r["stage"], r["reason"], r.get("id") or ""
+
+
 class _WriteShard(beam.DoFn):
-    def __init__(self, root: str, ext: str):
-        self.root, self.ext = root, ext
+    def __init__(self, root: str, ext: str, sort_key: Callable[[dict], tuple], schema: pa.Schema | None):
+        self.root, self.ext, self.sort_key, self.schema = root, ext, sort_key, schema
 
     def process(self, item: tuple[tuple[str, int, int], Iterable[dict]]) -> Iterator[dict[str, Any]]:
         (group, index, count), rows = item
-        if self.ext == "parquet":
-            rows = sorted(rows, key=lambda r: (r["source"], r["doc"], r["pos"], r["id"]))
-            data = parquet_bytes(rows)
-        else:
-            rows = sorted(rows, key=lambda r: (r["source"], r["offset"], r["stage"], r["reason"], r.get("id") or ""))
-            data = jsonl_bytes(rows)
+        rows = sorted(rows, key=self.sort_key)
+        data = parquet_bytes(rows, self.schema) if self.ext == "parquet" else jsonl_bytes(rows)
         name = shard_name(group, index, count, self.ext)
         yield {"path": name, "group": group, "rows": len(rows), "sha256": write_bytes(FileSystems.join(self.root, name), data)}
 
@@ -68,9 +72,11 @@ class _WriteShard(beam.DoFn):
 class WriteShards(beam.PTransform):
     """Writes (group, row) pairs as sorted shards of at most about `rows_per_shard` rows each."""
 
-    def __init__(self, root: str, ext: str, rows_per_shard: int):
+    def __init__(self, root: str, ext: str, rows_per_shard: int, sort_key: Callable[[dict], tuple],
+                 schema: pa.Schema | None = SCHEMA):
         super().__init__()
         self.root, self.ext, self.rows_per_shard = root, ext, rows_per_shard
+        self.sort_key, self.schema = sort_key, schema
 
     def expand(self, rows):
         counts = rows | "Count" >> beam.combiners.Count.PerKey()
@@ -85,7 +91,7 @@ class WriteShards(beam.PTransform):
             rows
             | "ShardKey" >> beam.Map(key, beam.pvalue.AsDict(counts))
             | "GroupShard" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteShard(self.root, self.ext))
+            | "Write" >> beam.ParDo(_WriteShard(self.root, self.ext, self.sort_key, self.schema))
         )
 
 

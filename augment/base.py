@@ -1,0 +1,58 @@
+"""The augmenter interface and per-record random streams.
+
+An augmenter maps a batch of texts to a list of variants per text. Its output is a pure
+function of (input, parameters, seed): the pipeline gives every record its own seed, derived
+from (record id, augmenter, step, global seed), so results never depend on batching, ordering
+or the number of workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+
+class AugmenterError(Exception):
+    """A backend that cannot run (missing Apertium pair, missing thesaurus): one-line message."""
+
+
+def record_seed(record_id: str, augmenter: str, step: int, seed: int) -> int:
+    """A 63-bit seed for one record's random stream."""
+    digest = hashlib.sha256(f"{record_id}\0{augmenter}\0{step}\0{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def rngs(seeds: int | Sequence[int], n: int) -> list[random.Random]:
+    """One Random per text: from per-record seeds, or derived from one seed and the position."""
+    if isinstance(seeds, int):
+        seeds = [record_seed(str(i), "batch", 0, seeds) for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} texts")
+    return [random.Random(s) for s in seeds]
+
+
+class Augmenter(ABC):
+    """A named augmenter. `setup()` loads heavy resources once; `augment_batch` is pure."""
+
+    name: str = "augmenter"
+    # False when a record's output depends on its batch-mates (a backend with state across
+    # lines); the pipeline then forms batches from record ids only.
+    context_free: bool = True
+
+    def __init__(self, variants: int = 1, **params: Any):
+        if variants < 1:
+            raise ValueError("variants must be at least 1")
+        self.variants = variants
+        self.params = {"variants": variants, **params}
+
+    def setup(self) -> None:
+        """Load dictionaries, start nothing per sentence; called once per worker."""
+
+    @abstractmethod
+    def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
+        """Variants for every text (possibly fewer than `variants`, never None)."""
+
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True, ensure_ascii=False)

@@ -1,0 +1,100 @@
+"""Build augmenters from a spec's `[augment]` table.
+
+```toml
+[augment]
+seed = 13                      # global seed (the command line's --seed wins)
+batch_size = 500               # records per backend call
+[augment.filters]              # VariantFilter thresholds (augment/filters.py)
+max_edit_ratio = 0.9
+[[augment.steps]]
+augmenter = "backtranslate"    # backtranslate | synonyms | noise
+backend = "apertium"
+pivot = ["es", "pt"]
+```
+Every other key of a step is a parameter of its augmenter. A bad key or value is a ValueError
+whose message starts with the key path (`augment.steps[1].rate: ...`).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from augment.backtranslate import BackTranslateAugmenter
+from augment.base import Augmenter
+from augment.filters import VariantFilter
+from augment.noise import NoiseAugmenter
+from augment.synonyms import SynonymAugmenter
+
+AUGMENTERS: dict[str, type[Augmenter]] = {
+    "backtranslate": BackTranslateAugmenter,
+    "synonyms": SynonymAugmenter,
+    "noise": NoiseAugmenter,
+}
+TABLE_KEYS = {"seed", "batch_size", "filters", "steps"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One configured augmenter: `name` labels its variants (provenance and stats)."""
+
+    index: int
+    name: str
+    kind: str
+    params: dict[str, Any]
+
+    def build(self, language: str) -> Augmenter:
+        return AUGMENTERS[self.kind](language=language, **self.params)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    seed: int
+    batch_size: int
+    filters: VariantFilter
+    steps: tuple[Step, ...]
+
+
+def parse_augment(table: dict[str, Any], language: str) -> AugmentConfig:
+    """Validate the table (building every augmenter once, without loading its resources)."""
+    unknown = sorted(set(table) - TABLE_KEYS)
+    if unknown:
+        raise ValueError(f"augment.{unknown[0]}: unknown key")
+    seed = table.get("seed", 0)
+    batch_size = table.get("batch_size", 500)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"augment.seed: must be an integer (got {seed!r})")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"augment.batch_size: must be a positive integer (got {batch_size!r})")
+    try:
+        filters = VariantFilter.from_table(table.get("filters", {}))
+    except TypeError as exc:
+        raise ValueError(f"augment.filters: {exc}") from None
+    raw_steps = table.get("steps", [])
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ValueError("augment.steps: must list at least one step ([[augment.steps]])")
+    steps, names = [], set()
+    for i, raw in enumerate(raw_steps):
+        where = f"augment.steps[{i}]"
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: must be a table")
+        params = dict(raw)
+        kind = params.pop("augmenter", None)
+        if kind not in AUGMENTERS:
+            raise ValueError(f"{where}.augmenter: must be one of {', '.join(AUGMENTERS)} (got {kind!r})")
+        name = params.pop("name", kind)
+        if name in names:
+            name = f"{name}-{i}"
+        names.add(name)
+        accepted = set(inspect.signature(AUGMENTERS[kind].__init__).parameters) - {"self", "language", "thesaurus", "stopwords"}
+        if kind != "backtranslate":
+            bad = sorted(set(params) - accepted)
+            if bad:
+                raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")
+        step = Step(i, name, kind, params)
+        try:
+            step.build(language)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        steps.append(step)
+    return AugmentConfig(seed=seed, batch_size=batch_size, filters=filters, steps=tuple(steps))

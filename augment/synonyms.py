@@ -1,0 +1,99 @@
+"""Synonym replacement: a fraction of content words swapped for thesaurus synonyms.
+
+Case and punctuation are kept (only word spans change). Content words are words of at least
+`min_chars` letters that are not stop words: NLTK's stop-word list for the language when its
+data is installed, else the list the pipeline passes in (the corpus's most frequent words).
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterable, Sequence
+
+from augment.base import Augmenter, rngs
+from augment.thesaurus import Thesaurus, make_thesaurus
+from augment.words import match_case, replace_spans, word_spans
+
+NLTK_STOPWORD_NAMES = {"en": "english", "es": "spanish", "pt": "portuguese", "ca": "catalan", "fr": "french",
+                       "de": "german", "it": "italian", "nl": "dutch", "da": "danish", "nb": "norwegian",
+                       "no": "norwegian", "sv": "swedish", "fi": "finnish", "eu": "basque", "ru": "russian"}
+
+
+def nltk_stopwords(language: str) -> set[str] | None:
+    """NLTK's stop words for `language`, or None when its data is not installed."""
+    import nltk
+
+    name = NLTK_STOPWORD_NAMES.get(language)
+    if name is None:
+        return None
+    try:
+        nltk.data.find(f"corpora/stopwords/{name}")
+    except LookupError:
+        return None
+    from nltk.corpus import stopwords
+    return set(stopwords.words(name))
+
+
+def frequent_words(texts: Iterable[str], top: int = 100) -> list[str]:
+    """The corpus's most frequent words, the stop-word list of last resort (ties broken by word)."""
+    from collections import Counter
+
+    counts = Counter(text[s:e].lower() for text in texts for s, e in word_spans(text))
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+
+
+class SynonymAugmenter(Augmenter):
+    name = "synonyms"
+
+    def __init__(self, language: str, backend: str = "wordnet", rate: float = 0.15, variants: int = 1,
+                 min_chars: int = 3, stopwords: Iterable[str] | None = None,
+                 thesaurus: Thesaurus | None = None):
+        super().__init__(variants=variants, backend=backend, rate=rate, min_chars=min_chars)
+        if not 0 < rate <= 1:
+            raise ValueError(f"rate must be in (0, 1] (got {rate})")
+        self.language, self.backend, self.rate, self.min_chars = language, backend, rate, min_chars
+        self.thesaurus = thesaurus
+        self.stopwords = set(stopwords) if stopwords is not None else None
+
+    def setup(self) -> None:
+        if self.thesaurus is None:
+            self.thesaurus = make_thesaurus(self.backend, self.language)
+        if self.stopwords is None:
+            self.stopwords = nltk_stopwords(self.language) or set()
+
+    def set_stopwords(self, words: Iterable[str]) -> None:
+        """The corpus's frequent words, used when NLTK has no list for the language."""
+        if not self.stopwords:
+            self.stopwords = set(words)
+
+    def candidates(self, text: str) -> list[tuple[tuple[int, int], list[str]]]:
+        out = []
+        for start, end in word_spans(text):
+            word = text[start:end]
+            low = word.lower()
+            if len(word) >= self.min_chars and word.isalpha() and low not in self.stopwords:
+                syns = self.thesaurus.synonyms(low)
+                if syns:
+                    out.append(((start, end), syns))
+        return out
+
+    def replace(self, text: str, rng: random.Random) -> str | None:
+        cands = self.candidates(text)
+        if not cands:
+            return None
+        n_words = len(word_spans(text))
+        k = min(len(cands), max(1, round(self.rate * n_words)))
+        chosen = rng.sample(range(len(cands)), k)
+        repl = {}
+        for i in chosen:
+            span, syns = cands[i]
+            repl[span] = match_case(text[span[0]:span[1]], rng.choice(syns))
+        return replace_spans(text, repl)
+
+    def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
+        if self.thesaurus is None:
+            self.setup()
+        out = []
+        for text, rng in zip(texts, rngs(seeds, len(texts))):
+            variants = [self.replace(text, rng) for _ in range(self.variants)]
+            out.append([v for v in variants if v is not None])
+        return out

@@ -1,0 +1,346 @@
+"""`python -m pipelines.augment OUT/NAME [--spec SPEC] [--version V] [--seed N] [Beam options]`
+
+Applies the spec's `[augment]` steps to the train split of a snapshot (LATEST unless
+`--version`) and writes `VERSION/augmented/`: Parquet shards with `id, text, parent_id,
+augmenter, params, seed`, `stats.json` per augmenter (inputs, produced, kept, rejected by
+reason, failed, sentences per second) and `failed.jsonl` (records a backend could not take).
+
+Dev and test are never augmented: only the train shards are read as parents; the ids of all
+splits are read only to drop variants that already exist anywhere in the corpus.
+
+Backends load in `DoFn.setup`; records go to them in batches (`beam.BatchElements`, or batches
+fixed by record id for backends whose output depends on batch-mates, as Apertium's); a failing
+batch is retried in halves down to single records, so one bad record never costs the good ones
+beside it, and what still fails goes to a dead-letter output. Each record's random stream is
+seeded from (record id, augmenter, step, seed), so the output is the same for any batching,
+order or number of workers, and the shards are byte-identical between runs.
+
+Exit codes: 0 ok, 1 failure, 2 usage or spec error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import defaultdict
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from augment.base import AugmenterError, record_seed
+from augment.filters import VariantFilter
+from augment.registry import AugmentConfig, Step, parse_augment
+from augment.words import WORD
+from pipelines.build import read_latest
+from pipelines.errors import ScarceError, SourceError, SpecError, run_cli
+from pipelines.records import record_id
+from pipelines.spec import CorpusSpec, load_spec, parse_spec
+from pipelines.write import WriteShards, write_bytes
+
+AUGMENTED = "augmented"
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("parent_id", pa.string()), ("augmenter", pa.string()),
+    ("params", pa.string()), ("seed", pa.int64()),
+])
+STOPWORDS_TOP = 100
+
+
+def variant_order(r: dict[str, Any]) -> tuple:
+    return r["augmenter"], r["parent_id"], r["params"], r["id"]
+
+
+class HashBatches(beam.PTransform):
+    """Batches whose members depend only on the record ids, never on runner or timing.
+
+    For backends with memory across lines: Apertium's tagger and transfer carry state from one
+    line to the next, so a sentence's translation depends on its batch-mates; fixing the
+    batches by id keeps the output identical on every runner and worker count.
+    """
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def expand(self, records):
+        size = self.batch_size
+        count = records | "Count" >> beam.combiners.Count.Globally()
+        return (
+            records
+            | "KeyByIdHash" >> beam.Map(lambda r, n: (int(r["id"][:12], 16) % max(1, -(-n // size)), r),
+                                        beam.pvalue.AsSingleton(count))
+            | "GroupBatch" >> beam.GroupByKey()
+            | "Chunk" >> beam.FlatMap(lambda kv: _chunks(sorted(kv[1], key=lambda r: r["id"]), size))
+        )
+
+
+def _chunks(rows: list, size: int) -> Iterator[list]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+class AugmentBatch(beam.DoFn):
+    """Runs one step on a batch; variants pass the filters or go to `rejected` with a reason."""
+
+    def __init__(self, step: Step, language: str, seed: int, filters: VariantFilter):
+        self.step, self.language, self.seed, self.filters = step, language, seed, filters
+
+    def setup(self) -> None:
+        self.augmenter = self.step.build(self.language)
+        self.augmenter.setup()
+
+    def _run(self, batch: list[dict]) -> Iterator[tuple[dict, list[str]]]:
+        """(record, variants) for every record, halving a failing batch down to single records."""
+        try:
+            seeds = [record_seed(r["id"], self.step.name, self.step.index, self.seed) for r in batch]
+            variants = self.augmenter.augment_batch([r["text"] for r in batch], seeds)
+            if len(variants) != len(batch):
+                raise AugmenterError(f"{len(variants)} results for {len(batch)} records")
+            yield from zip(batch, variants)
+        except Exception as exc:  # a backend may die any way; the dead letter keeps the cause
+            if len(batch) == 1:
+                yield batch[0], exc
+                return
+            half = len(batch) // 2
+            yield from self._run(batch[:half])
+            yield from self._run(batch[half:])
+
+    def process(self, batch: list[dict], stopwords: list[str]) -> Iterator[Any]:
+        if hasattr(self.augmenter, "set_stopwords"):
+            self.augmenter.set_stopwords(stopwords)
+        start = time.perf_counter()
+        name = self.step.name
+        for record, variants in self._run(list(batch)):
+            if isinstance(variants, Exception):
+                yield beam.pvalue.TaggedOutput("failed", {
+                    "augmenter": name, "parent_id": record["id"], "error": f"{type(variants).__name__}: {variants}"[:500]})
+                continue
+            seed = record_seed(record["id"], name, self.step.index, self.seed)
+            for k, text in enumerate(variants):
+                params = (self.augmenter.variant_params(k) if hasattr(self.augmenter, "variant_params")
+                          else self.augmenter.params)
+                reason = self.filters.reason(record["text"], text)
+                if reason:
+                    yield beam.pvalue.TaggedOutput("rejected", (name, reason))
+                    continue
+                yield {"id": record_id(text), "text": text, "parent_id": record["id"], "augmenter": name,
+                       "params": json.dumps(params, sort_keys=True, ensure_ascii=False), "seed": seed}
+        yield beam.pvalue.TaggedOutput("timing", (name, (len(batch), time.perf_counter() - start)))
+
+
+class _DropKnown(beam.DoFn):
+    """One variant per text, and none that already is a corpus sentence (any split)."""
+
+    def process(self, item: tuple[str, dict]) -> Iterator[Any]:
+        _, joined = item
+        variants = sorted(joined["variants"], key=variant_order)
+        if not variants:
+            return
+        if list(joined["corpus"]):
+            for v in variants:
+                yield beam.pvalue.TaggedOutput("rejected", (v["augmenter"], "in_corpus"))
+            return
+        yield variants[0]
+        for v in variants[1:]:
+            yield beam.pvalue.TaggedOutput("rejected", (v["augmenter"], "duplicate_variant"))
+
+
+def _sum_pairs(pairs: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    n = s = 0.0
+    for a, b in pairs:
+        n, s = n + a, s + b
+    return n, s
+
+
+class AugmentSnapshot(beam.PTransform):
+    """Train split in, augmented shards, stats and dead letters out."""
+
+    def __init__(self, version_dir: str, staging: str, config: AugmentConfig, language: str, seed: int):
+        super().__init__()
+        self.version_dir, self.staging, self.config, self.language, self.seed = version_dir, staging, config, language, seed
+
+    def expand(self, pbegin):
+        cfg = self.config
+        train = pbegin | "ReadTrain" >> beam.io.ReadFromParquet(
+            FileSystems.join(self.version_dir, "train", "*.parquet"), columns=["id", "text"])
+        corpus_ids = [
+            pbegin | f"ReadIds{split}" >> beam.io.ReadFromParquet(
+                FileSystems.join(self.version_dir, split, "*.parquet"), columns=["id"])
+            for split in ("train", "dev", "test")
+        ]
+        known = (corpus_ids | "AllIds" >> beam.Flatten()
+                 | "KeyKnown" >> beam.Map(lambda r: (r["id"], True)))
+        # The corpus's most frequent words: the stop-word list when NLTK has none for the language.
+        stopwords = (train | "Words" >> beam.FlatMap(lambda r: [w.lower() for w in WORD.findall(r["text"])])
+                     | "CountWords" >> beam.combiners.Count.PerElement()
+                     | "TopWords" >> beam.combiners.Top.Of(STOPWORDS_TOP, key=lambda kv: (kv[1], kv[0]))
+                     | "WordList" >> beam.Map(lambda top: [w for w, _ in top]))
+        variants, rejected, failed, timing = [], [], [], []
+        for step in cfg.steps:
+            # Context-free augmenters take Beam's adaptive batches; others get batches fixed by id.
+            batcher = (beam.BatchElements(min_batch_size=min(50, cfg.batch_size), max_batch_size=cfg.batch_size)
+                       if step.build(self.language).context_free else HashBatches(cfg.batch_size))
+            out = (
+                train
+                | f"Batch[{step.name}]" >> batcher
+                | f"Augment[{step.name}]" >> beam.ParDo(
+                    AugmentBatch(step, self.language, self.seed, cfg.filters), beam.pvalue.AsSingleton(stopwords)
+                ).with_outputs("rejected", "failed", "timing", main="variants")
+            )
+            variants.append(out.variants)
+            rejected.append(out.rejected)
+            failed.append(out.failed)
+            timing.append(out.timing)
+        deduped = (
+            {"variants": variants | "AllVariants" >> beam.Flatten() | "KeyVariant" >> beam.Map(lambda v: (v["id"], v)),
+             "corpus": known}
+            | "JoinCorpus" >> beam.CoGroupByKey()
+            | "DropKnown" >> beam.ParDo(_DropKnown()).with_outputs("rejected", main="kept")
+        )
+        shards = (deduped.kept | "ToGroup" >> beam.Map(lambda v: (AUGMENTED, v))
+                  | "WriteVariants" >> WriteShards(self.staging, "parquet", 200_000, variant_order, SCHEMA))
+        counts = (
+            ((rejected + [deduped.rejected]) | "AllRejected" >> beam.Flatten()
+             | "CountRejected" >> beam.combiners.Count.PerElement()
+             | "RejectedKey" >> beam.Map(lambda kv: (("rejected",) + kv[0], kv[1])),
+             deduped.kept | "CountKept" >> beam.Map(lambda v: (v["augmenter"], 1)) | "SumKept" >> beam.CombinePerKey(sum)
+             | "KeptKey" >> beam.Map(lambda kv: (("kept", kv[0], ""), kv[1])),
+             timing | "AllTiming" >> beam.Flatten() | "SumTiming" >> beam.CombinePerKey(_sum_pairs)
+             | "TimingKey" >> beam.Map(lambda kv: (("timing", kv[0], ""), kv[1])))
+            | "AllCounts" >> beam.Flatten()
+        )
+        dead = failed | "AllFailed" >> beam.Flatten()
+        return (
+            pbegin | "Once" >> beam.Create([None])
+            | "WriteStats" >> beam.ParDo(_WriteStats(self.staging, cfg, self.seed),
+                                         beam.pvalue.AsList(counts), beam.pvalue.AsList(dead), beam.pvalue.AsList(shards))
+        )
+
+
+class _WriteStats(beam.DoFn):
+    def __init__(self, root: str, cfg: AugmentConfig, seed: int):
+        self.root, self.cfg, self.seed = root, cfg, seed
+
+    def process(self, _: Any, counts: list, dead: list, shards: list) -> Iterator[dict]:
+        stats: dict[str, Any] = {}
+        for step in self.cfg.steps:
+            stats[step.name] = {"augmenter": step.kind, "params": step.params, "inputs": 0, "produced": 0, "kept": 0,
+                                "rejected": defaultdict(int), "failed": 0, "seconds": 0.0}
+        for key, value in counts:
+            kind, name, reason = key
+            if kind == "rejected":
+                stats[name]["rejected"][reason] += value
+            elif kind == "kept":
+                stats[name]["kept"] += value
+            else:
+                stats[name]["inputs"] += int(value[0])
+                stats[name]["seconds"] += value[1]
+        for f in dead:
+            stats[f["augmenter"]]["failed"] += 1
+        for s in stats.values():
+            s["rejected"] = dict(sorted(s["rejected"].items()))
+            s["produced"] = s["kept"] + sum(s["rejected"].values())
+            s["sentences_per_second"] = round(s["inputs"] / s["seconds"], 1) if s["seconds"] else None
+            s["seconds"] = round(s["seconds"], 3)
+        total = {k: sum(s[k] for s in stats.values()) for k in ("inputs", "produced", "kept", "failed")}
+        doc = {"seed": self.seed, "total": total, "augmenters": stats,
+               "shards": sorted(({k: s[k] for k in ("path", "rows", "sha256")} for s in shards), key=lambda s: s["path"])}
+        write_bytes(FileSystems.join(self.root, "stats.json"),
+                    (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+        dead = sorted(dead, key=lambda f: (f["augmenter"], f["parent_id"]))
+        write_bytes(FileSystems.join(self.root, "failed.jsonl"),
+                    "".join(json.dumps(f, sort_keys=True, ensure_ascii=False) + "\n" for f in dead).encode())
+        yield doc
+
+
+def replace_folder(staging: str, target: str) -> None:
+    """Swap a finished folder into place: the old one is moved aside first, then removed."""
+    old = f"{target}.old-{uuid.uuid4().hex[:8]}"
+    if os.path.exists(target):
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_version(corpus_dir: str, version: str | None) -> str:
+    version = version or read_latest(corpus_dir)
+    if not version:
+        raise SourceError(f"{corpus_dir}: no LATEST snapshot; build one first (python -m pipelines.build SPEC --out DIR)")
+    vdir = os.path.join(corpus_dir, version)
+    if not os.path.exists(os.path.join(vdir, "manifest.json")):
+        raise SourceError(f"{vdir}: not a complete snapshot (no manifest.json)")
+    return vdir
+
+
+def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: str | None = None,
+                     seed: int | None = None, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Augment a snapshot's train split; returns the stats document."""
+    vdir = resolve_version(corpus_dir, version)
+    if spec is None:
+        spec_path = os.path.join(vdir, "spec.toml")
+        with open(spec_path, encoding="utf-8") as f:
+            spec = parse_spec(f.read(), spec_path)
+    if not spec.augment:
+        raise SpecError(f"{spec.path}: augment: no [augment] table in the spec")
+    try:
+        config = parse_augment(spec.augment, spec.language)
+    except ValueError as exc:
+        raise SpecError(f"{spec.path}: {exc}") from None
+    seed = config.seed if seed is None else seed
+    target = os.path.join(vdir, AUGMENTED)
+    staging = os.path.join(vdir, f".{AUGMENTED}-staging-{uuid.uuid4().hex[:8]}")
+    # Backends that cannot start (a missing Apertium pair or thesaurus) fail here, in one line.
+    for step in config.steps:
+        try:
+            step.build(spec.language).setup()
+        except AugmenterError as exc:
+            raise SourceError(f"augment step {step.name}: {exc}") from None
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+            _ = p | "AugmentSnapshot" >> AugmentSnapshot(vdir, staging, config, spec.language, seed)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, ScarceError):
+            raise
+        raise ScarceError(f"augmentation of {vdir} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    replace_folder(staging, target)
+    with open(os.path.join(target, "stats.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def summary_text(stats: dict[str, Any]) -> str:
+    lines = [f"augmented: {stats['total']['kept']} kept of {stats['total']['produced']} produced "
+             f"from {stats['total']['inputs'] // max(1, len(stats['augmenters']))} train records"]
+    for name, s in stats["augmenters"].items():
+        rej = ", ".join(f"{r} {n}" for r, n in s["rejected"].items()) or "none"
+        lines.append(f"  {name}: kept {s['kept']}/{s['produced']} (rejected: {rej}; failed {s['failed']}; "
+                     f"{s['sentences_per_second']} sentences/s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.augment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus", help="OUT/NAME, the folder holding LATEST and the versions")
+    parser.add_argument("--spec", help="spec whose [augment] table to use (default: the snapshot's own spec)")
+    parser.add_argument("--version", help="snapshot version (default: LATEST)")
+    parser.add_argument("--seed", type=int, help="global seed (default: [augment] seed)")
+    parser.add_argument("--json", action="store_true", help="print stats as JSON")
+    args, beam_args = parser.parse_known_args(argv)
+    from pipelines.build import _is_beam_option
+    unknown = [a for a in beam_args if a.startswith("--") and not _is_beam_option(a)]
+    if unknown:
+        raise SpecError(f"unknown option {unknown[0]} (not a Beam pipeline option either)")
+    spec = load_spec(args.spec) if args.spec else None
+    stats = augment_snapshot(args.corpus, spec, args.version, args.seed, beam_args)
+    print(json.dumps(stats, indent=2) if args.json else summary_text(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
