@@ -215,12 +215,13 @@ class BackTranslateAugmenter(Augmenter):
 
     def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
         self.setup()
-        per_text = [rng.getrandbits(63) for rng in rngs(seeds, len(texts))]
+        streams = rngs(seeds, len(texts))
         results: list[list[str]] = [[] for _ in texts]
         for engine in self.engines:
             for _ in range(self.variants if self.backend == "transformers" else 1):
                 if isinstance(engine, TransformersRoundTrip):
-                    out = engine.translate(texts, per_text if engine.gen["do_sample"] else None)
+                    draws = [rng.getrandbits(63) for rng in streams]  # a fresh seed per variant
+                    out = engine.translate(texts, draws if engine.gen["do_sample"] else None)
                 else:
                     out = engine.translate(texts)
                 for i, t in enumerate(out):

@@ -6,27 +6,29 @@ For each corpus (gl-ctg: its three files, one record a line; tinyshakespeare: pa
 spec reads them) it times:
 
 * ours: `pipelines.build.build()` in-process on a copy of the spec with the quality filters on,
-  exact and near dedup on and langid off (datatrove gets no langid stage), once with the default
-  DirectRunner and once with `--direct_running_mode=multi_processing --direct_num_workers=2`.
+  exact and near dedup on (word 5-gram shingles, as datatrove's) and langid off (datatrove gets
+  no langid stage), once with the default DirectRunner and once with
+  `--direct_running_mode=multi_processing --direct_num_workers=2`.
   The time covers the whole call: source resolution, pipeline start-up, the run and writing the
   snapshot, as in a real build.
 * datatrove: JsonlReader -> GopherRepetitionFilter -> the four MinHash stages (signature,
   buckets, cluster, filter) with LocalPipelineExecutor, with 1 and with 2 tasks/workers. The
-  records are the units our own reader yields, written to JSONL first (not timed); the time
-  covers every executor's run, process start-up included.
+  records are the units our own reader yields, written to JSONL first (not timed). It runs in a
+  subprocess, bench/datatrove_build.py; the time covers every executor's run there, worker
+  start-up included, not the subprocess's own start and imports.
 
 records/s = input records / wall seconds, best of REPEATS runs. Writes bench/results/build.json
 and the "Corpus build" section of bench/README.md.
 """
 from __future__ import annotations
 
-import gzip
 import importlib.metadata
 import json
 import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,16 +38,6 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from datatrove.executor import LocalPipelineExecutor  # noqa: E402
-from datatrove.pipeline.dedup.minhash import (  # noqa: E402
-    MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature)
-from datatrove.pipeline.filters import GopherRepetitionFilter  # noqa: E402
-from datatrove.pipeline.readers import JsonlReader  # noqa: E402
-from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
-from datatrove.utils.hashing import HashConfig  # noqa: E402
-from datatrove.utils.text import TextNormConfig  # noqa: E402
-from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 
 from pipelines import readers  # noqa: E402
 from pipelines.build import build  # noqa: E402
@@ -57,13 +49,16 @@ WORK = ROOT / "bench" / "work"
 RESULTS = ROOT / "bench" / "results" / "build.json"
 README = ROOT / "bench" / "README.md"
 SECTION = "## Corpus build (bench/build.py)"
+DATATROVE_SCRIPT = ROOT / "bench" / "datatrove_build.py"
+DATATROVE_PYTHON = sys.executable  # datatrove is installed in the project's .venv (the bench extra)
 CORPORA = {"gl-ctg": ROOT / "corpora" / "gl-ctg.toml",
            "tinyshakespeare": ROOT / "corpora" / "tinyshakespeare.toml"}
 REPEATS = 2
 BEAM_MODES = {"DirectRunner": [],
               "DirectRunner multi_processing x2": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
 DATATROVE_TASKS = (1, 2)
-# The stages both tools run: quality filters with our defaults, exact + near dedup, no langid.
+# The stages both tools run: quality filters with our defaults, exact + near dedup on word 5-grams
+# (datatrove shingles words; our default is character 5-grams), no langid.
 BENCH_TABLES = {"langid", "filters", "dedup"}
 BENCH_SPEC_TAIL = """
 [langid]
@@ -76,31 +71,8 @@ enabled = true
 exact = true
 near = "drop"
 threshold = 0.7
+shingle = "word"
 """
-MINHASH = MinhashConfig(
-    n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=1,
-    # Closest to ours: 32-bit shingle hashes, lower-cased text without punctuation. sha1, not
-    # datatrove's default xxhash: datatrove 0.10.1 passes str to xxhash, which xxhash 4 refuses.
-    hash_config=HashConfig(precision=32, hash_fc="sha1"),
-    norm_config=TextNormConfig(norm_unicode_diacritics=False, norm_numbers=False),
-)
-
-
-class SplitTokenizer(WordTokenizer):
-    """Whitespace words, as our filters split them. datatrove's defaults for en and gl need
-    spaCy or Stanza models, which are not installed (and would be timed as a different tokenizer)."""
-
-    def __init__(self) -> None:
-        super().__init__("xx")
-
-    def word_tokenize(self, text: str) -> list[str]:
-        return text.split()
-
-    def sent_tokenize(self, text: str) -> list[str]:
-        return [line for line in text.splitlines() if line.strip()]
-
-    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-        return [m.span() for m in re.finditer(r"[^\n]+", text)]
 
 
 @contextmanager
@@ -148,14 +120,6 @@ def write_jsonl(texts: list[str], folder: Path, shards: int) -> None:
                 f.write(json.dumps({"id": str(i), "text": texts[i]}, ensure_ascii=False) + "\n")
 
 
-def count_jsonl(folder: Path) -> int:
-    n = 0
-    for path in folder.rglob("*.jsonl.gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            n += sum(1 for _ in f)
-    return n
-
-
 def run_ours(spec: CorpusSpec, beam_args: list[str]) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(dir=WORK, prefix="ours-"))
     try:
@@ -169,44 +133,18 @@ def run_ours(spec: CorpusSpec, beam_args: list[str]) -> dict[str, Any]:
             "rejected": stats["rejected"], "duplicates": stats["duplicates"]}
 
 
-def datatrove_stages(src: Path, tmp: Path, tasks: int) -> list[LocalPipelineExecutor]:
-    """Filter + signatures, buckets, clusters, then the dedup filter that writes the output."""
-    tok, logs = SplitTokenizer(), tmp / "logs"
-    return [
-        LocalPipelineExecutor([
-            JsonlReader(str(src)),
-            GopherRepetitionFilter(language=tok),
-            JsonlWriter(str(tmp / "filtered")),
-            MinhashDedupSignature(str(tmp / "sigs"), config=MINHASH, language=tok),
-        ], tasks=tasks, workers=tasks, logging_dir=str(logs / "1")),
-        LocalPipelineExecutor([
-            MinhashDedupBuckets(str(tmp / "sigs"), str(tmp / "buckets"), config=MINHASH),
-        ], tasks=MINHASH.num_buckets, workers=tasks, logging_dir=str(logs / "2")),
-        LocalPipelineExecutor([
-            MinhashDedupCluster(str(tmp / "buckets"), str(tmp / "remove_ids"), config=MINHASH),
-        ], tasks=1, logging_dir=str(logs / "3")),
-        LocalPipelineExecutor([
-            JsonlReader(str(tmp / "filtered")),
-            MinhashDedupFilter(str(tmp / "remove_ids")),
-            JsonlWriter(str(tmp / "output")),
-        ], tasks=tasks, workers=tasks, logging_dir=str(logs / "4")),
-    ]
-
-
 def run_datatrove(texts: list[str], tasks: int) -> dict[str, Any]:
+    """One datatrove run in its own process (see bench/datatrove_build.py for why)."""
     tmp = Path(tempfile.mkdtemp(dir=WORK, prefix="datatrove-"))
     try:
         write_jsonl(texts, tmp / "input", tasks)
-        stages = datatrove_stages(tmp / "input", tmp, tasks)
-        start = time.perf_counter()
-        for stage in stages:
-            stage.run()
-        seconds = time.perf_counter() - start
-        filtered_in, kept = count_jsonl(tmp / "filtered"), count_jsonl(tmp / "output")
+        done = subprocess.run([DATATROVE_PYTHON, str(DATATROVE_SCRIPT), str(tmp / "input"), str(tmp), str(tasks)],
+                              check=True, stdout=subprocess.PIPE, text=True)
+        run = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"seconds": seconds, "input": len(texts), "kept": kept, "filtered": len(texts) - filtered_in,
-            "duplicates": filtered_in - kept}
+    return {"seconds": run["seconds"], "input": len(texts), "kept": run["kept"],
+            "filtered": len(texts) - run["filtered_in"], "duplicates": run["filtered_in"] - run["kept"]}
 
 
 def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -266,27 +204,33 @@ def readme_section(results: dict[str, Any]) -> str:
 
 Our Beam build (`pipelines.build.build`, in-process) against datatrove {m['datatrove']} on the same
 records and stages, best of {REPEATS} runs, on {m['cpu_count']} CPUs ({m['cpu']}), Python {m['python']},
-apache-beam {m['apache-beam']}. Run: `.venv/bin/python bench/build.py`; numbers in `results/build.json`.
+apache-beam {m['apache-beam']}. Run: `.venv/bin/python bench/build.py`; numbers in
+`results/build.json`. The 1-minute load average was {m['load_avg_1m'][0]} before the run and
+{m['load_avg_1m'][1]} after it: with other work on the machine, wall times are noisy.
 
 {table(results)}
 
 - Records: gl-ctg is its three files, one record a line; tinyshakespeare is paragraphs (its spec,
   tail split). Both tools get the units our reader yields.
 - Ours runs a copy of each spec with the quality filters on (our defaults), exact and near dedup
-  on (`near = "drop"`, threshold 0.7) and langid off. Its time is the whole `build()` call:
-  source resolution, Beam pipeline start-up, the run and writing the Parquet snapshot.
-  "filtered" is the quality stage's rejections.
+  on (`near = "drop"`, threshold 0.7, word 5-gram shingles like datatrove's rather than our
+  default character 5-grams) and langid off. Its time is the whole `build()` call: source
+  resolution, Beam pipeline start-up, the run and writing the Parquet snapshot. "filtered" is
+  its quality stage's rejections, "duplicates" its exact and near duplicates.
 - datatrove runs JsonlReader, GopherRepetitionFilter (defaults), JsonlWriter and the four MinHash
-  stages (5-gram shingles, 14 buckets x 8 hashes, 32-bit sha1 shingle hashes, whitespace words) with
-  LocalPipelineExecutor, buckets stage with 14 tasks; its time covers all four executors,
-  worker start-up included, but not writing the input JSONL.
+  stages (word 5-grams, 14 buckets x 8 hashes, 32-bit sha1 shingle hashes, whitespace words)
+  with LocalPipelineExecutor (buckets stage: 14 tasks) in its own process
+  (`bench/datatrove_build.py`). Its time covers the four executors, worker start-up included,
+  but not writing the input JSONL nor that process's start and imports.
 - ours/datatrove compares records/s: DirectRunner with datatrove at 1 task, multi_processing x2
   with datatrove at 2 tasks; above 1 means ours is faster.
-- The stages are close, not identical: our quality stage also has length, symbol, digit and
-  alpha rules, and applies the Gopher repetition rules only from 50 words; datatrove's filter
-  applies them to every record and adds duplicate line and paragraph fractions. Our near dedup
-  confirms bucket candidates by estimated Jaccard >= 0.7 and keeps one copy per cluster by split;
-  datatrove's drops every bucket match but one.
+- The stages are close, not identical. Our quality stage also has length, symbol, digit and
+  alpha rules, and applies the Gopher repetition rules only from 50 words and only to n-grams
+  that repeat; datatrove's filter applies them to every record and counts the top n-gram even
+  when it occurs once, so most short records (a sentence, a short speech) fail its top 2-, 3- or
+  4-gram rule: hence its large "filtered" count, and fewer records reach its dedup. Our near
+  dedup confirms bucket candidates by estimated Jaccard >= 0.7 and keeps one copy per cluster by
+  split; datatrove's drops every bucket match but one.
 """
 
 
@@ -306,8 +250,11 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     log = WORK / "build-bench.log"
     log.write_text("")
+    load_before = os.getloadavg()[0]
     results = {"machine": machine(), "repeats": REPEATS,
                "corpora": {name: bench_corpus(name, path, log) for name, path in CORPORA.items()}}
+    # Other work on the machine skews wall times; the 1-minute load average tells how much.
+    results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     update_readme(readme_section(results))

@@ -1,8 +1,9 @@
 """`python -m pipelines.augment OUT/NAME [--spec SPEC] [--version V] [--seed N] [Beam options]`
 
 Applies the spec's `[augment]` steps to the train split of a snapshot (LATEST unless
-`--version`) and writes `VERSION/augmented/`: Parquet shards with `id, text, parent_id,
-augmenter, params, seed`, `stats.json` per augmenter (inputs, produced, kept, rejected by
+`--version`) and writes `VERSION/augmented/`: Parquet shards `train/*.parquet` with `id, text,
+parent_id, augmenter, params, seed` (loadable with `datasets.load_dataset("parquet",
+data_dir=VERSION/augmented/train)`), `stats.json` per augmenter (inputs, produced, kept, rejected by
 reason, failed, sentences per second) and `failed.jsonl` (records a backend could not take).
 
 Dev and test are never augmented: only the train shards are read as parents; the ids of all
@@ -203,7 +204,7 @@ class AugmentSnapshot(beam.PTransform):
             | "JoinCorpus" >> beam.CoGroupByKey()
             | "DropKnown" >> beam.ParDo(_DropKnown()).with_outputs("rejected", main="kept")
         )
-        shards = (deduped.kept | "ToGroup" >> beam.Map(lambda v: (AUGMENTED, v))
+        shards = (deduped.kept | "ToGroup" >> beam.Map(lambda v: ("train", v))
                   | "WriteVariants" >> WriteShards(self.staging, "parquet", 200_000, variant_order, SCHEMA))
         counts = (
             ((rejected + [deduped.rejected]) | "AllRejected" >> beam.Flatten()
