@@ -25,14 +25,17 @@ apt:
 test: venv
 	$(BIN)/python -m pytest -q
 
-# Build gl-ctg from its pinned URLs, or offline from a mirror: make demo MIRROR=../shared/data
+# Build gl-ctg from its pinned URLs (or offline from a mirror: make demo MIRROR=../shared/data),
+# then augment its train split.
 demo: venv
 	@$(BIN)/python -m pipelines.build corpora/gl-ctg.toml --out $(OUT) $(if $(MIRROR),--mirror $(MIRROR)) \
 	  || { code=$$?; echo "make demo: the build failed (exit $$code). Offline? Serve the sources from a folder: make demo MIRROR=../shared/data" >&2; exit $$code; }
+	@$(BIN)/python -m pipelines.augment $(OUT)/gl-ctg
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/augment.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
