@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 MIRROR ?=
+TORCH  ?= torch==2.13.0
 # Debian packages the augmenters use (Apertium pairs, WordNet, LibreOffice thesauri).
 APT_PACKAGES := apertium apertium-es-gl apertium-pt-gl apertium-eng-spa wordnet-base \
                 wordnet-sense-index mythes-gl mythes-en-us
@@ -13,9 +14,12 @@ APT_PACKAGES := apertium apertium-es-gl apertium-pt-gl apertium-eng-spa wordnet-
 venv: $(VENV)/.installed apt
 
 # Re-installs only when pyproject.toml changes, so a second `make venv` takes a second.
+# PyTorch (transformers back-translation, Hugging Face teachers) goes first as the pinned CPU
+# build, so that pip never picks a multi-GB accelerator build for the `torch` requirement.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
