@@ -39,7 +39,7 @@ from augment.base import AugmenterError, record_seed
 from augment.filters import VariantFilter
 from augment.registry import AugmentConfig, Step, parse_augment
 from augment.words import WORD
-from pipelines.build import read_latest
+from pipelines.build import check_beam_args, read_latest
 from pipelines.errors import ScarceError, SourceError, SpecError, run_cli
 from pipelines.records import record_id
 from pipelines.spec import CorpusSpec, load_spec, parse_spec
@@ -333,10 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="global seed (default: [augment] seed)")
     parser.add_argument("--json", action="store_true", help="print stats as JSON")
     args, beam_args = parser.parse_known_args(argv)
-    from pipelines.build import _is_beam_option
-    unknown = [a for a in beam_args if a.startswith("--") and not _is_beam_option(a)]
-    if unknown:
-        raise SpecError(f"unknown option {unknown[0]} (not a Beam pipeline option either)")
+    check_beam_args(beam_args)
     spec = load_spec(args.spec) if args.spec else None
     stats = augment_snapshot(args.corpus, spec, args.version, args.seed, beam_args)
     print(json.dumps(stats, indent=2) if args.json else summary_text(stats))

@@ -232,21 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", help="serve URL sources from this folder (or set SCARCE_LM_MIRROR)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args, beam_args = parser.parse_known_args(argv)
-    unknown = [a for a in beam_args if a.startswith("--") and not _is_beam_option(a)]
-    if unknown:
-        raise SpecError(f"unknown option {unknown[0]} (not a Beam pipeline option either)")
+    check_beam_args(beam_args)
     spec = load_spec(args.spec)
     result = build(spec, args.out, args.mirror, beam_args)
     print(json.dumps(result, indent=2) if args.json else summary_text(result))
     return 0
 
 
-def _is_beam_option(arg: str) -> bool:
-    name = arg[2:].split("=", 1)[0]
-    try:
-        return name in PipelineOptions([arg]).get_all_options(drop_default=False, retain_unknown_options=False)
-    except Exception:
-        return False
+def check_beam_args(beam_args: list[str]) -> None:
+    """Options our parser did not take must be Beam's; anything else is a usage error (exit 2)."""
+    known = PipelineOptions([]).get_all_options(drop_default=False, retain_unknown_options=False)
+    for arg in beam_args:
+        if arg.startswith("--") and arg[2:].split("=", 1)[0] not in known:
+            raise SpecError(f"unknown option {arg} (not a Beam pipeline option either)")
 
 
 if __name__ == "__main__":

@@ -90,10 +90,11 @@ class _Signature(beam.DoFn):
 
     def process(self, record: dict[str, Any]) -> Iterator[tuple]:
         sig = self.hasher.signature(shingles(record["text"], self.spec.ngram, self.spec.shingle))
-        rows = self.spec.num_perm // self.spec.bands
+        # Values are below 2^32: as uint32 bytes the signature is small and cheap to shuffle.
+        packed = sig.astype(np.uint32).tobytes()
+        rows = 4 * (self.spec.num_perm // self.spec.bands)
         for band in range(self.spec.bands):
-            key = xxhash.xxh64_intdigest(sig[band * rows:(band + 1) * rows].tobytes())
-            yield (band, key), (record["id"], sig)
+            yield (band, xxhash.xxh64_intdigest(packed[band * rows:(band + 1) * rows])), (record["id"], packed)
 
 
 class _ConfirmPairs(beam.DoFn):
@@ -102,8 +103,8 @@ class _ConfirmPairs(beam.DoFn):
     def __init__(self, threshold: float):
         self.threshold = threshold
 
-    def process(self, item: tuple[Any, Iterable[tuple[str, np.ndarray]]]) -> Iterator[tuple[str, str]]:
-        members = sorted({i: s for i, s in item[1]}.items())
+    def process(self, item: tuple[Any, Iterable[tuple[str, bytes]]]) -> Iterator[tuple[str, str]]:
+        members = sorted({i: np.frombuffer(s, dtype=np.uint32) for i, s in item[1]}.items())
         if len(members) < 2:
             return
         # Huge buckets (boilerplate) are compared against their first member only.
