@@ -4,7 +4,8 @@ Turns the sources of a corpus spec into a clean, versioned, leakage-free snapsho
 `DIR/NAME/VERSION/` and points `DIR/NAME/LATEST` at it, last and atomically.
 
 Stages (each a named PTransform): Read -> Normalise -> Segment -> IdentifyLanguage -> Quality
--> AssignSplit -> ExactDedup -> NearDedup -> Write. Every unit read ends as exactly one of kept,
+-> AssignSplit per source (cached by source checksum and settings, see source_cache.py), then
+over the whole corpus ExactDedup -> NearDedup -> Write. Every unit read ends as exactly one of kept,
 rejected (with a reason) or duplicate, and stats.json says so: input = kept + rejected + duplicates.
 
 The version is a content hash of the spec, the source checksums and the pipeline code, so the
@@ -21,6 +22,7 @@ import os
 import shutil
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,19 +31,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipelines
-from pipelines import readers
 from pipelines.dedup import ExactDedup, NearDedup
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import ResolvedSource, resolve_sources
-from pipelines.langid import IdentifyLanguage
-from pipelines.normalise import NormaliseText
-from pipelines.quality import QualityFilter
-from pipelines.segment import Segment
+from pipelines.lock import CorpusLock
+from pipelines.source_cache import cache_root, cached_files, is_cached, process_sources, source_key
 from pipelines.spec import CorpusSpec, load_spec
-from pipelines.split import assign_split
 from pipelines.write import Finalise, WriteShards, corpus_order, outcome_keys, rejected_order
 
 LATEST = "LATEST"
+HISTORY = "HISTORY"
 STAGING_PREFIX = ".staging-"
 
 
@@ -61,45 +60,50 @@ def snapshot_version(spec: CorpusSpec, resolved: list[ResolvedSource], code: str
     return h.hexdigest()[:12]
 
 
-class ReadSource(beam.DoFn):
-    def process(self, info: dict[str, Any]) -> Iterator[Any]:
-        for kind, item in readers.read_source(info):
-            yield item if kind == "ok" else beam.pvalue.TaggedOutput("rejected", item)
+class ApplyPins(beam.PTransform):
+    """Records that were in the previous snapshot keep its split (refresh); `pinned` marks them."""
+
+    def expand(self, inputs):
+        records, pins = inputs
+        return (
+            {"records": records | "KeyRecords" >> beam.Map(lambda r: (r["id"], r)), "pins": pins}
+            | "JoinPins" >> beam.CoGroupByKey()
+            | "Pin" >> beam.FlatMap(_pin)
+        )
 
 
-class _Count(beam.DoFn):
-    """Counts records that ask for segmentation (before and after it) for stats.json."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def process(self, record: dict[str, Any]) -> Iterator[str]:
-        if record.get("segment"):
-            yield self.key
+def _pin(item: tuple[str, dict]) -> Iterator[dict]:
+    pins = sorted(item[1]["pins"])
+    for r in item[1]["records"]:
+        yield {**r, "split": pins[0], "pinned": True} if pins else r
 
 
-class BuildCorpus(beam.PTransform):
-    """The whole build as one transform: source infos in, stats dict out (files written)."""
+def _split_of_path(item: tuple[str, dict]) -> tuple[str, str]:
+    path, row = item
+    return row["id"], os.path.basename(os.path.dirname(path))
 
-    def __init__(self, spec: CorpusSpec, infos: list[dict[str, Any]], root: str, version: str, manifest: dict[str, Any]):
+
+class FinishCorpus(beam.PTransform):
+    """Corpus-wide stages over every source's cached output: pins, dedup, split, write."""
+
+    def __init__(self, spec: CorpusSpec, record_files: list[str], rejected_files: list[str], root: str,
+                 version: str, manifest: dict[str, Any], segment: dict[str, int], pin_files: list[str]):
         super().__init__()
-        self.spec, self.infos, self.root, self.version, self.manifest = spec, infos, root, version, manifest
+        self.spec, self.record_files, self.rejected_files, self.root = spec, record_files, rejected_files, root
+        self.version, self.manifest, self.segment, self.pin_files = version, manifest, segment, pin_files
 
     def expand(self, pbegin):
         spec = self.spec
-        read = (
-            pbegin
-            | "Sources" >> beam.Create(self.infos)
-            | "Read" >> beam.ParDo(ReadSource()).with_outputs("rejected", main="units")
-        )
-        units = read.units | "Spread" >> beam.Reshuffle()
-        normal = units | "Normalise" >> beam.ParDo(NormaliseText()).with_outputs("rejected", main="records")
-        segmented = normal.records | "Segment" >> Segment()
-        lang = segmented | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(
-            spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score)
-        ).with_outputs("rejected", main="records")
-        good = lang.records | "Quality" >> beam.ParDo(QualityFilter(spec.filters)).with_outputs("rejected", main="records")
-        records = good.records | "AssignSplit" >> beam.Map(assign_split, spec.split)
+        records = (pbegin | "RecordFiles" >> beam.Create(self.record_files)
+                   | "ReadRecords" >> beam.io.ReadAllFromParquet())
+        rejected = (pbegin | "RejectedFiles" >> beam.Create(self.rejected_files)
+                    | "ReadRejected" >> beam.io.ReadAllFromText()
+                    | "ParseRejected" >> beam.Map(json.loads))
+        if self.pin_files:
+            pins = (pbegin | "PinFiles" >> beam.Create(self.pin_files)
+                    | "ReadPins" >> beam.io.ReadAllFromParquet(columns=["id"], with_filename=True)
+                    | "PinSplit" >> beam.Map(_split_of_path))
+            records = (records, pins) | "ApplyPins" >> ApplyPins()
 
         duplicates = []
         if spec.dedup.exact:
@@ -108,8 +112,6 @@ class BuildCorpus(beam.PTransform):
         if spec.dedup.near != "off":
             records, near_dups = records | "NearDedup" >> NearDedup(spec.dedup)
             duplicates.append(near_dups)
-
-        rejected = (read.rejected, normal.rejected, lang.rejected, good.rejected) | "AllRejected" >> beam.Flatten()
         dups = (tuple(duplicates) or (pbegin | "NoDuplicates" >> beam.Create([]),)) | "AllDuplicates" >> beam.Flatten()
 
         shards = (records | "BySplit" >> beam.Map(lambda r: (r["split"], r))
@@ -117,7 +119,6 @@ class BuildCorpus(beam.PTransform):
         dropped = (rejected, dups) | "RejectedAndDuplicates" >> beam.Flatten()
         (dropped | "ByRejected" >> beam.Map(lambda r: ("rejected", r))
          | "WriteRejected" >> WriteShards(self.root, "jsonl", spec.output.rows_per_shard, rejected_order, None))
-
         counts = (
             (records | "KeptKeys" >> beam.Map(outcome_keys("kept")),
              rejected | "RejectedKeys" >> beam.Map(outcome_keys("rejected")),
@@ -125,22 +126,86 @@ class BuildCorpus(beam.PTransform):
             | "AllOutcomes" >> beam.Flatten()
             | "CountOutcomes" >> beam.combiners.Count.PerElement()
         )
-        segment = (
-            (normal.records | "UnitsToSegment" >> beam.ParDo(_Count("units_in")),
-             segmented | "SentencesOut" >> beam.ParDo(_Count("sentences_out")))
-            | "SegmentKeys" >> beam.Flatten()
-            | "CountSegment" >> beam.combiners.Count.PerElement()
-        )
         chars = (records | "SplitChars" >> beam.Map(lambda r: (r["split"], len(r["text"])))
                  | "SumChars" >> beam.CombinePerKey(sum))
         return (
             pbegin
             | "Once" >> beam.Create([None])
             | "Finalise" >> beam.ParDo(
-                Finalise(self.root, spec, self.version, self.manifest),
-                beam.pvalue.AsList(shards), beam.pvalue.AsList(counts),
-                beam.pvalue.AsList(segment), beam.pvalue.AsList(chars))
+                Finalise(self.root, spec, self.version, self.manifest, self.segment),
+                beam.pvalue.AsList(shards), beam.pvalue.AsList(counts), beam.pvalue.AsList(chars))
         )
+
+
+@dataclass
+class Staged:
+    """A snapshot built into a staging folder, not yet published."""
+
+    corpus_dir: str
+    staging: str
+    version: str
+    stats: dict[str, Any]
+    processed: list[str]  # sources run through the per-source stages (the rest came from cache)
+
+
+def split_files(version_dir: str) -> list[str]:
+    """The Parquet shards of a published snapshot's splits."""
+    with FileSystems.open(FileSystems.join(version_dir, "manifest.json")) as f:
+        manifest = json.loads(f.read())
+    return [FileSystems.join(version_dir, s["path"]) for s in manifest["shards"] if s["rows"]]
+
+
+def stage_snapshot(spec: CorpusSpec, out: str, resolved: list[ResolvedSource], beam_args: list[str] | None = None,
+                   pins_from: str | None = None) -> Staged:
+    """Process what changed, then build the whole snapshot into a staging folder.
+
+    `pins_from` names a published version folder whose records keep their split (refresh).
+    """
+    code = code_sha256()
+    version = snapshot_version(spec, resolved, code)
+    corpus_dir = FileSystems.join(out, spec.name)
+    root = cache_root(corpus_dir)
+    keys = [source_key(spec, r, code) for r in resolved]
+    todo = [(r, k) for r, k in zip(resolved, keys) if not is_cached(root, k)]
+    beam_args = beam_args or []
+    staging = FileSystems.join(corpus_dir, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    manifest = {
+        "name": spec.name, "version": version, "language": spec.language, "spec_sha256": spec.sha256,
+        "code_version": pipelines.__version__, "code_sha256": code, "split_method": spec.split.method,
+        "sources": [{"name": r.source.name, "kind": r.source.kind, "location": r.source.location,
+                     "format": r.source.format, "sha256": r.sha256} for r in resolved],
+    }
+    try:
+        if todo:
+            process_sources(spec, todo, root, beam_args)
+        record_files, rejected_files, segment = cached_files(root, keys)
+        pin_files = split_files(pins_from) if pins_from else []
+        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+            _ = p | "FinishCorpus" >> FinishCorpus(spec, record_files, rejected_files, staging, version, manifest,
+                                                   segment, pin_files)
+    except ScarceError:
+        remove_path(staging)
+        raise
+    except Exception as exc:
+        remove_path(staging)
+        raise ScarceError(f"build of {spec.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    with FileSystems.open(FileSystems.join(staging, "stats.json")) as f:
+        stats = json.loads(f.read())
+    return Staged(corpus_dir, staging, version, stats, [r.source.name for r, _ in todo])
+
+
+def clean_stale_staging(corpus_dir: str) -> list[str]:
+    """Remove staging folders left by a killed run; call only while holding the corpus lock."""
+    if "://" in corpus_dir or not os.path.isdir(corpus_dir):
+        return []
+    stale = []
+    for folder in (corpus_dir, cache_root(corpus_dir)):
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if name.startswith(STAGING_PREFIX):
+                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+                    stale.append(name)
+    return stale
 
 
 def publish(corpus_dir: str, staging: str, version: str) -> str:
@@ -149,7 +214,7 @@ def publish(corpus_dir: str, staging: str, version: str) -> str:
     local = "://" not in corpus_dir
     if FileSystems.exists(FileSystems.join(target, "manifest.json")):
         # Same content hash: a rebuild of an existing version; keep the published copy.
-        _remove(staging)
+        remove_path(staging)
     elif local:
         if os.path.exists(target):
             shutil.rmtree(target)  # a partial folder from a crash between renames
@@ -159,6 +224,8 @@ def publish(corpus_dir: str, staging: str, version: str) -> str:
         FileSystems.rename(files, [target + f[len(staging):] for f in files])
     latest = FileSystems.join(corpus_dir, LATEST)
     if local:
+        with open(os.path.join(corpus_dir, HISTORY), "a", encoding="utf-8") as f:
+            f.write(version + "\n")  # publication order, for --keep
         tmp = f"{latest}.{uuid.uuid4().hex}.tmp"
         Path(tmp).write_text(version + "\n", encoding="utf-8")
         os.replace(tmp, latest)
@@ -168,7 +235,8 @@ def publish(corpus_dir: str, staging: str, version: str) -> str:
     return target
 
 
-def _remove(path: str) -> None:
+def remove_path(path: str) -> None:
+    """Delete a folder (local or through FileSystems); missing is fine."""
     if "://" not in path:
         shutil.rmtree(path, ignore_errors=True)
     elif FileSystems.exists(path):
@@ -187,31 +255,13 @@ def build(spec: CorpusSpec, out: str, mirror: str | None = None, beam_args: list
           resolved: list[ResolvedSource] | None = None) -> dict[str, Any]:
     """Build and publish a snapshot; returns a summary with the version, paths and stats."""
     resolved = resolved if resolved is not None else resolve_sources(spec, mirror)
-    code = code_sha256()
-    version = snapshot_version(spec, resolved, code)
     corpus_dir = FileSystems.join(out, spec.name)
-    staging = FileSystems.join(corpus_dir, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-    manifest = {
-        "name": spec.name, "version": version, "language": spec.language, "spec_sha256": spec.sha256,
-        "code_version": pipelines.__version__, "code_sha256": code, "split_method": spec.split.method,
-        "sources": [{"name": r.source.name, "kind": r.source.kind, "location": r.source.location,
-                     "format": r.source.format, "sha256": r.sha256} for r in resolved],
-    }
-    infos = [readers.source_info(r, spec) for r in resolved]
-    options = PipelineOptions(beam_args or [])
-    try:
-        with beam.Pipeline(options=options) as p:
-            _ = p | "BuildCorpus" >> BuildCorpus(spec, infos, staging, version, manifest)
-    except ScarceError:
-        _remove(staging)
-        raise
-    except Exception as exc:
-        _remove(staging)
-        raise ScarceError(f"build of {spec.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    target = publish(corpus_dir, staging, version)
-    with FileSystems.open(FileSystems.join(target, "stats.json")) as f:
-        stats = json.loads(f.read())
-    return {"name": spec.name, "version": version, "path": target, "stats": stats}
+    with CorpusLock(corpus_dir):
+        clean_stale_staging(corpus_dir)
+        staged = stage_snapshot(spec, out, resolved, beam_args)
+        target = publish(corpus_dir, staged.staging, staged.version)
+    return {"name": spec.name, "version": staged.version, "path": target, "stats": staged.stats,
+            "processed_sources": staged.processed}
 
 
 def summary_text(result: dict[str, Any]) -> str:

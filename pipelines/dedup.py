@@ -142,7 +142,9 @@ class _ResolveCluster(beam.DoFn):
         first = members[0]
         yield first
         for r in members[1:]:
-            if self.action == "keep":
+            if r.get("pinned"):
+                yield r  # a record of the previous snapshot never moves nor goes (refresh)
+            elif self.action == "keep":
                 yield {**r, "split": first["split"]}
             else:
                 yield beam.pvalue.TaggedOutput(

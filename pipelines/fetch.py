@@ -7,6 +7,7 @@ downloaded with a timeout and a size cap and verified against their pinned sha25
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
@@ -79,16 +80,31 @@ class Mirror:
         return matches[0] if matches else None
 
 
-def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | None, label: str) -> tuple[Path, str]:
-    """Fetch `url` into the content cache; returns (path, sha256). Raises SourceError naming `label`."""
+class NotModified(Exception):
+    """The server answered 304 to a conditional request."""
+
+
+def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | None, label: str,
+             validators: dict[str, str] | None = None) -> tuple[Path, str, dict[str, str]]:
+    """Fetch `url` into the content cache; returns (path, sha256, the response's ETag and
+    Last-Modified). With `validators` the request is conditional and a 304 raises NotModified.
+    Other failures raise SourceError naming `label`."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "scarce-lm"})
+    headers = {"User-Agent": "scarce-lm"}
+    if validators and validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators and validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    request = urllib.request.Request(url, headers=headers)
+    seen: dict[str, str] = {}
     h = hashlib.sha256()
     size = 0
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            seen = {k: v for k, v in (("etag", resp.headers.get("ETag")),
+                                      ("last_modified", resp.headers.get("Last-Modified"))) if v}
             if total and total > max_bytes:
                 raise SourceError(f"source {label}: {url} is {total} bytes, over the cap of {max_bytes} (raise `max_bytes`)")
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {label}", leave=False,
@@ -106,7 +122,11 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
         final = dest_dir / digest / (PurePosixPath(urlparse(url).path).name or "download")
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
-        return final, digest
+        return final, digest, seen
+    except urllib.error.HTTPError as exc:
+        if exc.code == 304:
+            raise NotModified(url) from None
+        raise SourceError(f"source {label}: cannot download {url} (HTTP {exc.code} {exc.reason})") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(
@@ -117,7 +137,47 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
             os.unlink(tmp)
 
 
-def resolve_source(spec: CorpusSpec, source: Source, mirror: Mirror | None, cache_dir: Path) -> ResolvedSource:
+class HttpState:
+    """ETag and Last-Modified of unpinned URL sources, so a refresh asks "changed since?"."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.data: dict[str, dict[str, str]] = {}
+        if path and path.exists():
+            self.data = json.loads(path.read_text(encoding="utf-8"))
+        self.changed = False
+
+    def get(self, url: str) -> dict[str, str] | None:
+        return self.data.get(url)
+
+    def put(self, url: str, entry: dict[str, str]) -> None:
+        if self.data.get(url) != entry:
+            self.data[url], self.changed = entry, True
+
+    def save(self) -> None:
+        if self.path and self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+            self.changed = False
+
+
+def _fetch_unpinned(url: str, source: Source, cache_dir: Path, state: HttpState | None) -> ResolvedSource:
+    known = state.get(url) if state else None
+    cached = Path(known["path"]) if known and known.get("path") else None
+    validators = known if cached and cached.exists() else None
+    try:
+        path, digest, seen = download(url, cache_dir, source.max_bytes, None, source.name, validators)
+    except NotModified:
+        return ResolvedSource(source, str(cached), known["sha256"], "not-modified")
+    if state is not None:
+        state.put(url, {**seen, "sha256": digest, "path": str(path)})
+    return ResolvedSource(source, str(path), digest, "download")
+
+
+def resolve_source(spec: CorpusSpec, source: Source, mirror: Mirror | None, cache_dir: Path,
+                   http_state: HttpState | None = None) -> ResolvedSource:
     if source.path:
         path = resolve_path(spec, source)
         if not path.exists():
@@ -149,13 +209,17 @@ def resolve_source(spec: CorpusSpec, source: Source, mirror: Mirror | None, cach
         hits = sorted(cached.glob("*")) if cached.is_dir() else []
         if hits and sha256_file(hits[0]) == source.sha256:
             return ResolvedSource(source, str(hits[0]), source.sha256, "cache")
-    path, digest = download(url, cache_dir, source.max_bytes, source.sha256, source.name)
+    if not source.sha256:
+        return _fetch_unpinned(url, source, cache_dir, http_state)
+    path, digest, _ = download(url, cache_dir, source.max_bytes, source.sha256, source.name)
     return ResolvedSource(source, str(path), digest, "download")
 
 
-def resolve_sources(spec: CorpusSpec, mirror: str | None = None, cache_dir: Path | None = None) -> list[ResolvedSource]:
-    """Resolve every source of `spec`; `mirror` falls back to the SCARCE_LM_MIRROR variable."""
+def resolve_sources(spec: CorpusSpec, mirror: str | None = None, cache_dir: Path | None = None,
+                    http_state: HttpState | None = None) -> list[ResolvedSource]:
+    """Resolve every source of `spec`; `mirror` falls back to the SCARCE_LM_MIRROR variable.
+    With `http_state`, unpinned URL sources are fetched with conditional requests."""
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     m = Mirror(mirror) if mirror else None
     cache = cache_dir or default_cache_dir()
-    return [resolve_source(spec, s, m, cache) for s in spec.sources]
+    return [resolve_source(spec, s, m, cache, http_state) for s in spec.sources]

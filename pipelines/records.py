@@ -47,6 +47,7 @@ def reject_record(record: dict[str, Any], stage: str, reason: str, **extra: Any)
 
 
 def order_key(record: dict[str, Any]) -> tuple:
-    """Deterministic preference among copies: most held-out split, then reading order."""
-    return (SPLIT_PRIORITY.get(record.get("split") or "train", 2), record["source"],
-            record["doc"], record["pos"], record["id"])
+    """Deterministic preference among copies: a record pinned by the previous snapshot (refresh),
+    then the most held-out split, then reading order."""
+    return (not record.get("pinned", False), SPLIT_PRIORITY.get(record.get("split") or "train", 2),
+            record["source"], record["doc"], record["pos"], record["id"])

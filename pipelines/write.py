@@ -164,10 +164,10 @@ def dataset_card(spec: Any, version: str, stats: dict[str, Any], manifest: dict[
 class Finalise(beam.DoFn):
     """Writes stats.json, manifest.json, the spec and the dataset card once every shard exists."""
 
-    def __init__(self, root: str, spec: Any, version: str, manifest_base: dict[str, Any]):
-        self.root, self.spec, self.version, self.base = root, spec, version, manifest_base
+    def __init__(self, root: str, spec: Any, version: str, manifest_base: dict[str, Any], segment: dict[str, int]):
+        self.root, self.spec, self.version, self.base, self.segment = root, spec, version, manifest_base, segment
 
-    def process(self, _: Any, shards: list[dict], counts: list, segment: list, chars: list) -> Iterator[dict]:
+    def process(self, _: Any, shards: list[dict], counts: list, chars: list) -> Iterator[dict]:
         shards = sorted(shards, key=lambda s: s["path"])
         present = {s["group"] for s in shards}
         for split in SPLITS:  # an empty split still gets a (schema-only) shard so it loads
@@ -176,7 +176,7 @@ class Finalise(beam.DoFn):
                 shards.append({"path": name, "group": split, "rows": 0,
                                "sha256": write_bytes(FileSystems.join(self.root, name), parquet_bytes([]))})
         shards.sort(key=lambda s: (SPLIT_PRIORITY.get(s["group"], 3), s["path"]))
-        stats = build_stats(counts, dict(sorted(segment)))
+        stats = build_stats(counts, self.segment)
         characters = {s: 0 for s in SPLITS} | dict(chars)
         manifest = {**self.base, "characters": characters, "splits": stats["splits"],
                     "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards]}

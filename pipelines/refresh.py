@@ -1,0 +1,172 @@
+"""`python -m pipelines.refresh SPEC... --out DIR [--mirror DIR] [--keep N] [--json] [--then CMD] [Beam options]`
+
+Keeps corpus snapshots fresh on a schedule. For each spec, under a per-corpus `fcntl` lock:
+
+1. fingerprint every source (sha256 of local files; unpinned URLs by a conditional request
+   with the stored ETag / Last-Modified, then the sha256 of what arrives) and compare the
+   resulting version with `LATEST`: unchanged means exit 0 at once, nothing written;
+2. reprocess only the sources whose fingerprint changed (the rest come from the per-source
+   cache), then redo dedup and split over all of them, every record of the previous snapshot
+   keeping its split (new near-copies of a test sentence join test, never train);
+3. build into a staging folder and validate it against the previous snapshot: the accounting
+   invariant holds, no split lost more than `--max-shrink` of its records, no previous record
+   changed split. A failure publishes nothing, says which rule failed and exits 1;
+4. rename the version into place, replace `LATEST` last, prune to `--keep N` versions (never
+   the one `LATEST` names), and run `--then` (no shell) when a version was published.
+
+Exit codes: 0 ok (published or unchanged), 1 failure (validation, source, --then),
+2 usage or spec error, 75 another refresh holds the lock (try again later).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipelines.build import (HISTORY, LATEST, Staged, check_beam_args, clean_stale_staging, code_sha256, publish,
+                             read_latest, remove_path, snapshot_version, stage_snapshot)
+from pipelines.errors import ScarceError, SpecError, run_cli
+from pipelines.fetch import HttpState, resolve_sources
+from pipelines.lock import CorpusLock
+from pipelines.spec import CorpusSpec, load_spec
+
+SPLITS = ("train", "dev", "test")
+
+
+class ValidationError(ScarceError):
+    """The staged snapshot breaks a publication rule; nothing was published."""
+
+
+def split_ids(version_dir: str | Path) -> dict[str, str]:
+    """id -> split of a published (or staged) snapshot, from its Parquet shards' id column."""
+    out: dict[str, str] = {}
+    for split in SPLITS:
+        folder = Path(version_dir) / split
+        for shard in sorted(folder.glob("*.parquet")):
+            for i in pq.read_table(shard, columns=["id"]).column("id").to_pylist():
+                out[i] = split
+    return out
+
+
+def validate(previous: dict[str, str], staged: Staged, max_shrink: float) -> list[str]:
+    """Every publication rule the staged snapshot breaks (empty when it may be published)."""
+    problems = []
+    s = staged.stats
+    if s["input"] != s["kept"] + s["rejected"] + s["duplicates"]:
+        problems.append(f"accounting: input {s['input']} != kept {s['kept']} + rejected {s['rejected']} "
+                        f"+ duplicates {s['duplicates']}")
+    current = split_ids(staged.staging)
+    for split in SPLITS:
+        before = sum(1 for v in previous.values() if v == split)
+        after = sum(1 for v in current.values() if v == split)
+        if before and (before - after) / before > max_shrink:
+            problems.append(f"shrink: split {split} would lose {100 * (before - after) / before:.0f}% of its records "
+                            f"({before} -> {after}), over the limit of {100 * max_shrink:.0f}% (--max-shrink)")
+    moved = sorted((i, old, current[i]) for i, old in previous.items() if i in current and current[i] != old)
+    if moved:
+        i, old, new = moved[0]
+        problems.append(f"moved: {len(moved)} previous records would change split (e.g. {i}: {old} -> {new})")
+    return problems
+
+
+def versions_in_order(corpus_dir: Path) -> list[str]:
+    """Published versions, oldest first: by HISTORY, then any others by modification time."""
+    present = {p.name for p in corpus_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and (p / "manifest.json").exists()}
+    history = []
+    if (corpus_dir / HISTORY).exists():
+        history = [v for v in (corpus_dir / HISTORY).read_text().split() if v in present]
+    seen = list(dict.fromkeys(history))
+    rest = sorted(present - set(seen), key=lambda v: (corpus_dir / v).stat().st_mtime)
+    return rest + seen
+
+
+def prune(corpus_dir: Path, keep: int) -> list[str]:
+    """Delete all but the `keep` newest versions; the one LATEST names is never deleted."""
+    latest = read_latest(str(corpus_dir))
+    ordered = versions_in_order(corpus_dir)
+    doomed = [v for v in ordered[:max(0, len(ordered) - keep)] if v != latest]
+    for v in doomed:
+        shutil.rmtree(corpus_dir / v)
+    return doomed
+
+
+def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | None = None,
+            beam_args: list[str] | None = None, max_shrink: float = 0.2) -> dict[str, Any]:
+    """Refresh one corpus; returns the status document that --json prints."""
+    corpus_dir = Path(out) / spec.name
+    with CorpusLock(corpus_dir):
+        stale = clean_stale_staging(str(corpus_dir))
+        state = HttpState(corpus_dir / ".cache" / "http.json")
+        resolved = resolve_sources(spec, mirror, http_state=state)
+        latest = read_latest(str(corpus_dir))
+        version = snapshot_version(spec, resolved, code_sha256())
+        if latest == version:
+            return {"status": "unchanged", "version": version, "name": spec.name}
+        previous_dir = corpus_dir / latest if latest else None
+        previous_manifest = json.loads((previous_dir / "manifest.json").read_text()) if previous_dir else {"sources": []}
+        before = {s["name"]: s["sha256"] for s in previous_manifest["sources"]}
+        changed = [r.source.name for r in resolved if before.get(r.source.name) != r.sha256]
+        changed += [name for name in before if name not in {r.source.name for r in resolved}]
+        staged = stage_snapshot(spec, out, resolved, beam_args, pins_from=str(previous_dir) if previous_dir else None)
+        previous = split_ids(previous_dir) if previous_dir else {}
+        problems = validate(previous, staged, max_shrink)
+        if problems:
+            remove_path(staged.staging)
+            raise ValidationError(f"refresh of {spec.name} not published: {'; '.join(problems)}; {LATEST} still names {latest}")
+        current = split_ids(staged.staging)
+        publish(str(corpus_dir), staged.staging, staged.version)
+        state.save()
+        pruned = prune(corpus_dir, keep) if keep else []
+    return {
+        "status": "published", "name": spec.name, "version": staged.version, "previous": latest,
+        "added": len(current.keys() - previous.keys()), "removed": len(previous.keys() - current.keys()),
+        "changed_sources": sorted(changed), "processed_sources": sorted(staged.processed),
+        "pruned": pruned, "stale_staging_removed": stale,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.refresh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("specs", nargs="+", help="corpus specs to refresh")
+    parser.add_argument("--out", required=True, help="output folder holding OUT/NAME/LATEST")
+    parser.add_argument("--mirror", help="serve URL sources from this folder (or set SCARCE_LM_MIRROR)")
+    parser.add_argument("--keep", type=int, help="keep this many newest versions (LATEST's is always kept)")
+    parser.add_argument("--max-shrink", type=float, default=0.2, help="largest share of a split's records a refresh may drop (0.2)")
+    parser.add_argument("--then", help="command to run (no shell) after a new version is published")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per spec")
+    args, beam_args = parser.parse_known_args(argv)
+    check_beam_args(beam_args)
+    if args.keep is not None and args.keep < 1:
+        raise SpecError(f"--keep must be at least 1 (got {args.keep})")
+    if not 0 <= args.max_shrink < 1:
+        raise SpecError(f"--max-shrink must be a fraction in [0, 1) (got {args.max_shrink})")
+    specs = [load_spec(s) for s in args.specs]
+    published = False
+    for spec in specs:
+        result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink)
+        published |= result["status"] == "published"
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
+        elif result["status"] == "unchanged":
+            print(f"{spec.name}: unchanged ({result['version']})")
+        else:
+            print(f"{spec.name}: published {result['version']} (was {result['previous']}): +{result['added']} "
+                  f"-{result['removed']} records; changed sources: {', '.join(result['changed_sources']) or 'none'}")
+    if published and args.then:
+        code = subprocess.run(shlex.split(args.then)).returncode
+        if code:
+            raise ScarceError(f"--then command exited {code}: {args.then}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
