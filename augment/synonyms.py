@@ -65,29 +65,32 @@ class SynonymAugmenter(Augmenter):
         if not self.stopwords:
             self.stopwords = set(words)
 
-    def candidates(self, text: str) -> list[tuple[tuple[int, int], list[str]]]:
+    def eligible(self, text: str) -> list[tuple[int, int]]:
+        """Spans of content words: long enough, alphabetic, not stop words."""
         out = []
         for start, end in word_spans(text):
             word = text[start:end]
-            low = word.lower()
-            if len(word) >= self.min_chars and word.isalpha() and low not in self.stopwords:
-                syns = self.thesaurus.synonyms(low)
-                if syns:
-                    out.append(((start, end), syns))
+            if len(word) >= self.min_chars and word.isalpha() and word.lower() not in self.stopwords:
+                out.append((start, end))
         return out
 
     def replace(self, text: str, rng: random.Random) -> str | None:
-        cands = self.candidates(text)
-        if not cands:
-            return None
-        n_words = len(word_spans(text))
-        k = min(len(cands), max(1, round(self.rate * n_words)))
-        chosen = rng.sample(range(len(cands)), k)
+        """Replace round(rate * words) content words (at least one); None when none has a synonym.
+
+        Words are visited in a random order and looked up only until enough are found, so a
+        long text costs a few thesaurus look-ups, not one per word."""
+        spans = self.eligible(text)
+        rng.shuffle(spans)
+        k = max(1, round(self.rate * len(word_spans(text))))
         repl = {}
-        for i in chosen:
-            span, syns = cands[i]
-            repl[span] = match_case(text[span[0]:span[1]], rng.choice(syns))
-        return replace_spans(text, repl)
+        for start, end in spans:
+            word = text[start:end]
+            syns = self.thesaurus.synonyms(word.lower())
+            if syns:
+                repl[(start, end)] = match_case(word, rng.choice(syns))
+                if len(repl) == k:
+                    break
+        return replace_spans(text, repl) if repl else None
 
     def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
         if self.thesaurus is None:
