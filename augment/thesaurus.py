@@ -146,7 +146,8 @@ class MyThesThesaurus:
                 line = self._data[pos:end].decode(self.encoding)
                 pos = end + 1
                 for alt in line.split("|")[1:]:
-                    alt = " ".join(_PAREN.sub(" ", alt).split())
+                    # Notes in parentheses go, and so do stray brackets of unbalanced notes.
+                    alt = " ".join(_PAREN.sub(" ", alt).replace("(", " ").replace(")", " ").split())
                     if alt and alt.lower() != word and len(alt.split()) <= 3:
                         out.setdefault(alt, None)
         self._cache[word] = list(out)
