@@ -32,11 +32,9 @@ profiled (cProfile) and the top functions are stored. Writes bench/results/augme
 from __future__ import annotations
 
 import cProfile
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import resource
@@ -53,6 +51,8 @@ from typing import Any, Callable, Iterator, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine as common_machine, update_readme  # noqa: E402
+
 from augment.backtranslate import ApertiumRoundTrip, BackTranslateAugmenter  # noqa: E402
 from augment.base import record_seed  # noqa: E402
 from augment.noise import NoiseAugmenter  # noqa: E402
@@ -62,7 +62,6 @@ from augment.thesaurus import debian_wordnet_root  # noqa: E402
 MIRROR = ROOT.parent / "shared" / "data"
 WORK = ROOT / "bench" / "work"
 RESULTS = ROOT / "bench" / "results" / "augment.json"
-README = ROOT / "bench" / "README.md"
 SECTION = "## Augmentation (bench/augment.py)"
 GL_SPEC = ROOT / "corpora" / "gl-ctg.toml"
 N_RECORDS = 2000
@@ -443,17 +442,11 @@ def bench_pipeline(log: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
     debs = {}
     for pkg in ("apertium", "apertium-es-gl", "apertium-eng-spa", "mythes-gl", "wordnet-base"):
         done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True)
         debs[pkg] = done.stdout.strip() or None
-    return {"cpu_count": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(),
-            **{p: importlib.metadata.version(p) for p in ("apache-beam", "nlpaug", "nltk")}, "debian": debs}
+    return {**common_machine("apache-beam", "nlpaug", "nltk"), "debian": debs}
 
 
 def ratio_rows(lang_results: dict[str, Any]) -> None:
@@ -630,18 +623,6 @@ words/s = train words / those seconds):
 """
 
 
-def update_readme(section: str) -> None:
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1:] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    README.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     log = WORK / "augment-bench.log"
@@ -677,7 +658,7 @@ def main() -> int:
     results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    update_readme(readme_section(results))
+    update_readme(SECTION, readme_section(results))
     print(table(results))
     print()
     print(apertium_table(results))

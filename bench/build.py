@@ -22,10 +22,8 @@ and the "Corpus build" section of bench/README.md.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -43,11 +41,11 @@ from pipelines import readers  # noqa: E402
 from pipelines.build import build  # noqa: E402
 from pipelines.fetch import resolve_sources  # noqa: E402
 from pipelines.spec import CorpusSpec, load_spec  # noqa: E402
+from bench.common import machine, update_readme  # noqa: E402
 
 MIRROR = ROOT.parent / "shared" / "data"
 WORK = ROOT / "bench" / "work"
 RESULTS = ROOT / "bench" / "results" / "build.json"
-README = ROOT / "bench" / "README.md"
 SECTION = "## Corpus build (bench/build.py)"
 DATATROVE_SCRIPT = ROOT / "bench" / "datatrove_build.py"
 DATATROVE_PYTHON = sys.executable  # datatrove is installed in the project's .venv (the bench extra)
@@ -176,17 +174,6 @@ def bench_corpus(name: str, spec_path: Path, log: Path) -> dict[str, Any]:
     return {"records": len(texts), "rows": rows}
 
 
-def machine() -> dict[str, Any]:
-    cpu = ""
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    return {"cpu_count": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(),
-            "apache-beam": importlib.metadata.version("apache-beam"),
-            "datatrove": importlib.metadata.version("datatrove")}
-
-
 def table(results: dict[str, Any]) -> str:
     lines = ["| corpus | tool | mode | input | kept | filtered | duplicates | best s | records/s | ours/datatrove |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -234,30 +221,18 @@ apache-beam {m['apache-beam']}. Run: `.venv/bin/python bench/build.py`; numbers 
 """
 
 
-def update_readme(section: str) -> None:
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1:] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    README.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     log = WORK / "build-bench.log"
     log.write_text("")
     load_before = os.getloadavg()[0]
-    results = {"machine": machine(), "repeats": REPEATS,
+    results = {"machine": machine("apache-beam", "datatrove"), "repeats": REPEATS,
                "corpora": {name: bench_corpus(name, path, log) for name, path in CORPORA.items()}}
     # Other work on the machine skews wall times; the 1-minute load average tells how much.
     results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    update_readme(readme_section(results))
+    update_readme(SECTION, readme_section(results))
     print(table(results))
     print(f"logs: {log}; results: {RESULTS.relative_to(ROOT)}")
     return 0

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 from pipelines.build import build  # noqa: E402
 from pipelines.refresh import refresh  # noqa: E402
 from pipelines.spec import load_spec  # noqa: E402
+from bench.common import update_readme  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "gl-ctg"
 RESULTS = ROOT / "bench" / "results" / "refresh.json"
-README = ROOT / "bench" / "README.md"
 SECTION = "## Refresh (bench/refresh.py)"
 
 
@@ -95,14 +95,7 @@ def main() -> None:
         f"The incremental refresh reprocessed only {', '.join(numbers['processed_sources'])}; the other sources came from",
         "the per-source cache, and dedup, split and writing ran over the whole corpus.", "",
     ])
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + table + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    README.write_text(text, encoding="utf-8")
+    update_readme(SECTION, table)
     print(table)
 
 

@@ -14,7 +14,7 @@ from pipelines.errors import run_cli
 from pipelines.normalise import normalise_text
 from pipelines.spec import load_spec
 
-from conftest import (GL, ROOT, SHAKESPEARE, SHARED, check_accounting, gl_lines, read_rejected,
+from conftest import (ROOT, SHAKESPEARE, SHARED, check_accounting, gl_lines, read_rejected,
                       read_split, tree_digest, write_spec)
 
 SPLITS = ("train", "dev", "test")

@@ -20,7 +20,7 @@ from pipelines.errors import run_cli
 from pipelines.records import record_id
 from pipelines.refresh import main as refresh_main, prune, split_ids
 
-from conftest import ROOT, gl_lines, tree_digest, write_spec
+from conftest import ROOT, gl_lines, write_spec
 
 SOURCES = ("a", "b", "c")
 
