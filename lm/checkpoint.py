@@ -1,0 +1,84 @@
+"""Orbax checkpoints of a run: `RUN/checkpoints/STEP` to resume, `RUN/best/STEP` to evaluate.
+
+A resume checkpoint holds `{"params", "opt_state", "step", "rng"}` as arrays plus a JSON `meta`
+item (data position, elapsed seconds, best dev loss so far). The best checkpoint holds only the
+parameters and its meta (step, dev loss). Saves are synchronous and atomic (Orbax writes a
+temporary folder and renames it), so a run killed mid-save leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from lm.errors import CheckpointError
+
+logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+
+RESUME_DIR, BEST_DIR = "checkpoints", "best"
+
+
+def _manager(folder: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(folder.resolve(), options=opts)
+
+
+class Checkpoints:
+    """The resume and best checkpoints of one run folder."""
+
+    def __init__(self, run_dir: Path, read_only: bool = False):
+        self.run_dir = run_dir
+        self.read_only = read_only
+        self._resume = self._best = None
+
+    def _get(self, which: str) -> ocp.CheckpointManager:
+        attr = "_resume" if which == RESUME_DIR else "_best"
+        if getattr(self, attr) is None:
+            folder = self.run_dir / which
+            if self.read_only and not folder.is_dir():
+                raise CheckpointError(f"no checkpoint in {folder}")
+            setattr(self, attr, _manager(folder, keep=1, read_only=self.read_only))
+        return getattr(self, attr)
+
+    def latest_step(self, which: str = RESUME_DIR) -> int | None:
+        folder = self.run_dir / which
+        if not folder.is_dir():
+            return None
+        if self.read_only:  # a listing: Orbax's read-only manager warns on every use
+            steps = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+            return max(steps, default=None)
+        return self._get(which).latest_step()
+
+    def save(self, which: str, step: int, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+        mgr = self._get(which)
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+        mgr.wait_until_finished()
+
+    def restore(self, which: str, abstract: dict[str, Any], step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Arrays shaped like `abstract` (ShapeDtypeStructs, with shardings) and the meta dict."""
+        step = self.latest_step(which) if step is None else step
+        where = self.run_dir / which
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {where}")
+        try:
+            out = self._get(which).restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as exc:  # Orbax/TensorStore raise many types for a damaged folder
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint {where / str(step)} is corrupt or incomplete ({type(exc).__name__}: {msg})") from exc
+        return out["state"], dict(out["meta"])
+
+    def close(self) -> None:
+        for mgr in (self._resume, self._best):
+            if mgr is not None:
+                mgr.close()
+
+
+def abstract_like(tree: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """ShapeDtypeStructs of `tree` for restoring into, placed with `sharding`."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

@@ -1,0 +1,121 @@
+"""Read a corpus snapshot (`OUT/NAME/VERSION/{train,dev,test}/*.parquet`) as text.
+
+`open_snapshot(OUT/NAME)` follows `OUT/NAME/LATEST`; a version folder is accepted directly.
+
+Joining rule (what "the split's raw text" means everywhere in `lm`): records are read in
+`(source, doc, pos)` order, and consecutive records, documents included, are joined with the
+corpus separator: "\\n\\n" when a source of the spec holds whole paragraphs or documents
+(`format = "paragraphs"` or `"document"` with `segment = false`, e.g. tinyshakespeare, where this
+gives back the published validation text exactly, less the file's final newline), otherwise
+"\\n" (lines, sentences: one record a line, e.g. gl-ctg). Training packs documents (records of one
+`doc`, joined the same way) with an end-of-sequence token between them.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from lm.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+WHOLE_UNIT_FORMATS = ("paragraphs", "document")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One immutable corpus version; splits are read lazily and kept."""
+
+    root: Path
+    name: str
+    version: str
+
+    @cached_property
+    def separator(self) -> str:
+        return corpus_separator(self.root / "spec.toml")
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        """The split's rows in reading order."""
+        return _read_rows(self.root / split, split)
+
+    def documents(self, split: str) -> list[str]:
+        """Each document's text: its records joined with the separator, in reading order."""
+        docs: list[str] = []
+        key = None
+        parts: list[str] = []
+        for r in self.records(split):
+            k = (r["source"], r["doc"])
+            if k != key and parts:
+                docs.append(self.separator.join(parts))
+                parts = []
+            key = k
+            parts.append(r["text"])
+        if parts:
+            docs.append(self.separator.join(parts))
+        return docs
+
+    def text(self, split: str) -> str:
+        """The split's raw text as evaluated: all records joined with the separator."""
+        return self.separator.join(self.documents(split))
+
+    def augmented_dir(self) -> Path:
+        return self.root / "augmented"
+
+
+def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        raise DataError(f"split {split!r} not found: no Parquet shards in {folder}")
+    try:
+        rows = pq.read_table(folder, columns=["text", "source", "doc", "pos", "id"]).to_pylist()
+    except Exception as exc:  # pyarrow raises many types; the message names the folder
+        raise DataError(f"cannot read split {split!r} in {folder}: {exc}") from exc
+    # Shards are sorted inside but chosen by id hash, so sort across them.
+    rows.sort(key=lambda r: (r["source"], r["doc"], r["pos"], r["id"]))
+    return rows
+
+
+def read_texts(folder: Path) -> list[str]:
+    """The `text` column of every Parquet shard under `folder` (augmented sets), in file order."""
+    files = sorted(Path(folder).rglob("*.parquet"))
+    if not files:
+        raise DataError(f"no Parquet files with augmented text in {folder}")
+    texts: list[str] = []
+    for f in files:
+        try:
+            texts += [t for t in pq.read_table(f, columns=["text"]).column("text").to_pylist() if t]
+        except Exception as exc:
+            raise DataError(f"cannot read augmented text {f}: {exc}") from exc
+    return texts
+
+
+def corpus_separator(spec_path: Path) -> str:
+    """"\\n\\n" if any source keeps whole paragraphs or documents, else "\\n" (see module doc)."""
+    if not spec_path.is_file():
+        return "\n"
+    try:
+        spec = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"cannot read the snapshot's spec {spec_path}: {exc}") from exc
+    for src in spec.get("sources", []):
+        fmt = src.get("format")
+        if fmt in WHOLE_UNIT_FORMATS and not src.get("segment", True):
+            return "\n\n"
+    return "\n"
+
+
+def open_snapshot(path: str | Path) -> Snapshot:
+    """`OUT/NAME` (follows LATEST) or a version folder `OUT/NAME/VERSION`."""
+    p = Path(path)
+    if (p / "LATEST").is_file():
+        version = (p / "LATEST").read_text(encoding="utf-8").strip()
+        root = p / version
+        if not root.is_dir():
+            raise DataError(f"{p / 'LATEST'} names version {version!r}, but {root} does not exist")
+        return Snapshot(root=root, name=p.name, version=version)
+    if (p / "train").is_dir() or (p / "manifest.json").is_file():
+        return Snapshot(root=p, name=p.parent.name, version=p.name)
+    raise DataError(f"no corpus snapshot at {p} (expected OUT/NAME with a LATEST file, or a version folder)")

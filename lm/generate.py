@@ -1,0 +1,80 @@
+"""`python -m lm.generate MODEL --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]`
+
+Samples a continuation of the prompt, one token at a time, from the last `context` tokens (no
+key/value cache: these models are small). Temperature 0 is greedy. Top-k keeps the k most
+likely tokens, top-p the smallest set whose probability reaches p; both apply after the
+temperature. The same seed gives the same text. Prints the prompt and its continuation; stops at
+the end-of-sequence token or after `--max-tokens`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from lm.compile_cache import enable_compile_cache
+from lm.errors import UsageError, run_cli
+from lm.loader import LanguageModel, load_model
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+                top_k: int = 0, top_p: float = 1.0) -> int:
+    """One token id from float logits [vocab]."""
+    logits = np.asarray(logits, np.float64)
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    if 0 < top_k < len(z):
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, top_p) + 1)]  # smallest prefix reaching top_p
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+def generate(model: LanguageModel, prompt: str, max_tokens: int = 200, temperature: float = 0.8,
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
+    """The continuation of `prompt` (without the prompt)."""
+    if max_tokens < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise UsageError("need --max-tokens >= 0, --top-k >= 0 and 0 < --top-p <= 1")
+    rng = np.random.default_rng(seed)
+    eos = model.tokenizer.eos_id
+    tokens = [eos] + model.tokenizer.encode(prompt)
+    new: list[int] = []
+    for _ in range(max_tokens):
+        nxt = sample_next(model.next_logits(np.asarray(tokens[-model.context:])), rng, temperature, top_k, top_p)
+        if nxt == eos:
+            break
+        tokens.append(nxt)
+        new.append(nxt)
+    return model.tokenizer.decode(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lm.generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a run folder (python -m lm.train --out RUN)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    args = p.parse_args(argv)
+    enable_compile_cache()
+    model = load_model(args.model, args.checkpoint)
+    text = generate(model, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    sys.stdout.write(args.prompt + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

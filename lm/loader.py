@@ -1,0 +1,122 @@
+"""Load a trained model for scoring and sampling, whatever form MODEL takes.
+
+`load_model(PATH)` looks at PATH and picks a loader from `LOADERS`; today there is one, for a
+run folder made by `lm.train` (run.json + tokenizer.model + Orbax checkpoints). An exported
+checkpoint (a Hugging Face folder, say) becomes a MODEL by adding a (detect, load) pair that
+returns any object with this small interface:
+
+* `tokenizer`: an `lm.tokenizer.Tokenizer` (encode, decode, eos_id);
+* `context`: the longest input it scores at once;
+* `info`: a dict for reports (`corpus` with `name`, `version`, `path` when known);
+* `nll(inputs, targets)`: [B, T] int32 each -> [B, T] float32 nats of each target token;
+* `next_logits(tokens)`: a 1-D prefix (at most `context` long) -> [vocab] float32 logits.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
+from lm.errors import CheckpointError, UsageError
+from lm.model import ModelConfig, abstract_params, make_apply, token_nll
+from lm.tokenizer import MODEL_FILE, Tokenizer
+
+
+class LanguageModel(Protocol):
+    tokenizer: Tokenizer
+    context: int
+    info: dict[str, Any]
+
+    def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
+
+    def next_logits(self, tokens: np.ndarray) -> np.ndarray: ...
+
+
+class FlaxModel:
+    """Our Llama with its parameters; both entry points are jitted once per input shape."""
+
+    def __init__(self, cfg: ModelConfig, params: dict[str, Any], tokenizer: Tokenizer, info: dict[str, Any]):
+        self.cfg, self.params, self.tokenizer, self.info = cfg, params, tokenizer, info
+        self.context = cfg.context
+        apply = make_apply(cfg)
+        self._nll = jax.jit(lambda p, x, y: token_nll(apply(p, x), y))
+        # a fixed [1, context] buffer: one compilation serves every prefix length
+        self._logits = jax.jit(lambda p, x, i: apply(p, x)[0, i])
+
+    def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return np.asarray(self._nll(self.params, jnp.asarray(inputs, jnp.int32), jnp.asarray(targets, jnp.int32)))
+
+    def next_logits(self, tokens: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens, np.int32)[-self.context:]
+        buf = np.full((1, self.context), self.tokenizer.eos_id, np.int32)
+        buf[0, :len(tokens)] = tokens  # causal: what follows the prefix cannot change its logits
+        return np.asarray(self._logits(self.params, buf, len(tokens) - 1))
+
+
+def _match(abstract: Any, restored: Any, where: str) -> Any:
+    """Restored arrays in the abstract tree's structure (Orbax gives dict keys back as strings)."""
+    if isinstance(abstract, dict):
+        if not isinstance(restored, dict):
+            raise CheckpointError(f"checkpoint {where} does not hold this model's parameters")
+        out = {}
+        for k, v in abstract.items():
+            if str(k) not in restored and k not in restored:
+                raise CheckpointError(f"checkpoint {where} lacks parameter {k!r}: not this model's checkpoint")
+            out[k] = _match(v, restored.get(str(k), restored.get(k)), where)
+        return out
+    arr = np.asarray(restored)
+    if arr.shape != tuple(abstract.shape):
+        raise CheckpointError(f"checkpoint {where} has a parameter of shape {arr.shape}, the model wants {abstract.shape}")
+    return jnp.asarray(arr, abstract.dtype)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "run.json").is_file()
+
+
+def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
+    try:
+        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        cfg = ModelConfig(**info["model"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path / 'run.json'} is not a valid run description ({exc})") from exc
+    tokenizer = Tokenizer.load(path / MODEL_FILE)
+    ckpts = Checkpoints(path, read_only=True)
+    which = {"best": BEST_DIR, "last": RESUME_DIR}.get(checkpoint)
+    if which is None:
+        raise UsageError(f"--checkpoint must be best or last, not {checkpoint!r}")
+    if which == BEST_DIR and ckpts.latest_step(BEST_DIR) is None:
+        which = RESUME_DIR  # a run stopped before its first evaluation: use its last state
+    step = ckpts.latest_step(which)
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {path / which}: train first (python -m lm.train ... --out {path})")
+    folder = path / which / str(step)
+    try:
+        restored = ocp.StandardCheckpointer().restore((folder / "state").resolve())
+    except Exception as exc:  # a damaged folder surfaces as many exception types
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {folder} is corrupt or incomplete ({type(exc).__name__}: {msg})") from exc
+    abstract = abstract_params(cfg)
+    params = _match(abstract, restored.get("params") if isinstance(restored, dict) else None, str(folder))
+    info = {"format": "run", "path": str(path), "checkpoint": f"{which}/{step}", "step": step,
+            "corpus": info.get("corpus", {}), "params": info.get("params"), "model": info["model"]}
+    return FlaxModel(cfg, params, tokenizer, info)
+
+
+LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [(is_run_dir, load_run_dir)]
+
+
+def load_model(path: str | Path, checkpoint: str = "best") -> LanguageModel:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"model {p} does not exist")
+    for detect, load in LOADERS:
+        if detect(p):
+            return load(p, checkpoint)
+    raise CheckpointError(f"{p} is not a model: expected a run folder with run.json (python -m lm.train --out {p})")

@@ -1,0 +1,123 @@
+"""SentencePiece tokenizer: trained on training text only, saved beside the run.
+
+Unigram by default (BPE optional), byte fallback on (any text round-trips, even characters
+never seen in training), identity normalisation and no dummy prefix or whitespace folding (the
+decoded text is the input, byte for byte), and "\\n" as a piece of its own (records are
+joined with newlines). Training is deterministic: one thread, every sentence, no shuffling, so
+the same text gives a byte-identical model; its sha256 keys the token cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sentencepiece as spm
+
+from lm.errors import CheckpointError, DataError, UsageError
+
+MODEL_FILE = "tokenizer.model"
+MODEL_TYPES = ("unigram", "bpe")
+MAX_LINE_CHARS = 4096          # SentencePiece's own sentence limit is in bytes; stay well inside it
+MAX_TRAIN_CHARS = 50_000_000   # cap for huge corpora: the first lines, in reading order
+MIN_VOCAB, MAX_VOCAB = 512, 32768
+UNK, EOS = 0, 1                # ids fixed by the trainer options below; no BOS or PAD pieces
+
+
+class Tokenizer:
+    """A trained SentencePiece model held as bytes (what is saved and hashed)."""
+
+    def __init__(self, model: bytes, model_type: str | None = None):
+        self.model = model
+        self.model_type = model_type  # known when trained here; run.json keeps it
+        self.sp = spm.SentencePieceProcessor(model_proto=model)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        p = Path(path)
+        try:
+            return cls(p.read_bytes())
+        except OSError as exc:
+            raise CheckpointError(f"tokenizer {p} cannot be read: {exc.strerror or exc}") from exc
+        except RuntimeError as exc:
+            raise CheckpointError(f"tokenizer {p} is not a SentencePiece model: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model).hexdigest()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.vocab_size()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids if int(i) != self.eos_id])
+
+    def describe(self) -> dict:
+        return {"file": MODEL_FILE, "type": self.model_type, "vocab_size": self.vocab_size,
+                "sha256": self.sha256}
+
+
+def default_vocab_size(n_chars: int) -> int:
+    """About sqrt(characters), as a power of two in [512, 32768]: 512 for gl-ctg's 0.4M
+    characters, 1024 for Tiny Shakespeare's 0.9M, 4096 for 10M. Small corpora want small
+    vocabularies (every piece needs examples), and 256 ids go to byte fallback."""
+    if n_chars <= 0:
+        return MIN_VOCAB
+    v = 2 ** round(math.log2(math.sqrt(n_chars)))
+    return int(min(MAX_VOCAB, max(MIN_VOCAB, v)))
+
+
+def training_lines(texts: Iterable[str]) -> Iterator[str]:
+    """Lines of the texts (newline is its own piece), long lines cut, capped at MAX_TRAIN_CHARS."""
+    total = 0
+    for text in texts:
+        for line in text.split("\n"):
+            for i in range(0, len(line), MAX_LINE_CHARS):
+                chunk = line[i:i + MAX_LINE_CHARS]
+                if chunk.strip():
+                    yield chunk
+                    total += len(chunk)
+                    if total >= MAX_TRAIN_CHARS:
+                        return
+
+
+def train_tokenizer(texts: list[str], vocab_size: int | None = None, model_type: str = "unigram") -> Tokenizer:
+    """Train on `texts` (training text only: the caller never passes dev or test)."""
+    if model_type not in MODEL_TYPES:
+        raise UsageError(f"--tokenizer must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
+    lines = list(training_lines(texts))
+    n_chars = sum(len(x) for x in lines)
+    if not lines:
+        raise DataError("no training text for the tokenizer: the train split is empty")
+    size = vocab_size or default_vocab_size(n_chars)
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=buf, vocab_size=size, model_type=model_type,
+            byte_fallback=True, character_coverage=0.9999, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
+            split_digits=True, user_defined_symbols=["\n"],
+            unk_id=UNK, eos_id=EOS, bos_id=-1, pad_id=-1,
+            # determinism: one thread, all sentences, in order
+            num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
+            max_sentence_length=4 * MAX_LINE_CHARS + 16, minloglevel=2,
+        )
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot train a {size}-piece {model_type} tokenizer on {n_chars} characters of "
+                        f"training text ({reason}); give a smaller --vocab-size or more text") from exc
+    return Tokenizer(buf.getvalue(), model_type)

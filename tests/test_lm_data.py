@@ -1,0 +1,113 @@
+"""Token data: encoding cache, packing covers every token once, deterministic resumable batches,
+and the real/augmented mixture."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import gl_lines
+import lm.data as data
+from lm.data import Batches, encode_documents, pack, token_stream
+from lm.errors import DataError
+from lm.tokenizer import Tokenizer, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return train_tokenizer(["\n".join(gl_lines("train", 400))], 512)
+
+
+@pytest.fixture(scope="module")
+def stream(tok: Tokenizer) -> np.ndarray:
+    docs = ["\n".join(gl_lines("dev", 120)), "\n".join(gl_lines("test", 80))]
+    return encode_documents(tok, docs)
+
+
+def test_stream_starts_and_separates_documents_with_eos(tok: Tokenizer) -> None:
+    docs = ["Primeiro documento.", "Segundo\ndocumento."]
+    s = encode_documents(tok, docs)
+    eos = tok.eos_id
+    assert s[0] == eos and s[-1] == eos and int((s == eos).sum()) == 3
+    cut = int(np.flatnonzero(s == eos)[1])
+    assert tok.decode(s[1:cut]) == docs[0] and tok.decode(s[cut + 1:-1]) == docs[1]
+
+
+@pytest.mark.parametrize("context", [7, 32, 64])
+def test_packing_covers_every_token_exactly_once(stream: np.ndarray, context: int) -> None:
+    p = pack(stream, context, pad_id=0)
+    assert p.tokens.shape == (len(p), context + 1) and p.mask.shape == (len(p), context)
+    # inputs and targets of consecutive sequences tile the stream; the padding is masked out
+    targets = p.tokens[:, 1:][p.mask > 0]
+    assert np.array_equal(targets, stream[1:])
+    assert int(p.mask.sum()) == len(stream) - 1
+    for i in range(len(p) - 1):
+        assert np.array_equal(p.tokens[i], stream[i * context: i * context + context + 1])
+
+
+def test_an_epoch_of_batches_visits_every_sequence_once(stream: np.ndarray) -> None:
+    p = pack(stream, 16, pad_id=0)
+    b = Batches(p, batch_size=5, seed=3)
+    seen = []
+    while b.epoch == 0:
+        x, y, m = b.next()
+        seen.append((x, y, m))
+    xs = np.concatenate([s[0] for s in seen])
+    ys = np.concatenate([s[1] for s in seen])
+    ms = np.concatenate([s[2] for s in seen])
+    # the epoch's sequences (the last batch spills into epoch 1: drop what it took from there)
+    spill = len(xs) - len(p)
+    xs, ys, ms = xs[:len(xs) - spill], ys[:len(ys) - spill], ms[:len(ms) - spill]
+    got = sorted(map(tuple, np.concatenate([xs, ys[:, -1:]], 1).tolist()))
+    assert got == sorted(map(tuple, p.tokens.tolist()))
+    # so every target token of the stream is trained on exactly once per epoch
+    assert int(ms.sum()) == len(stream) - 1
+    assert b.state() == {"epoch": 1, "index": spill}
+
+
+def test_batches_are_deterministic_by_seed_and_resume_exactly(stream: np.ndarray) -> None:
+    p = pack(stream, 16, pad_id=0)
+    a, same, other = Batches(p, 4, seed=7), Batches(p, 4, seed=7), Batches(p, 4, seed=8)
+    first = [a.next()[0] for _ in range(30)]
+    assert all(np.array_equal(x, same.next()[0]) for x in first)
+    assert not all(np.array_equal(x, other.next()[0]) for x in first)
+    state = a.state()
+    later = [a.next()[0] for _ in range(40)]  # crosses an epoch boundary
+    resumed = Batches(p, 4, seed=7)
+    resumed.restore(state)
+    assert all(np.array_equal(x, resumed.next()[0]) for x in later)
+
+
+def test_mixture_weight_sets_the_share_of_augmented_sequences(stream: np.ndarray) -> None:
+    real = pack(stream[:2000], 16, pad_id=0)
+    aug_stream = stream[2000:2600] + 10_000  # distinguishable ids
+    aug = pack(aug_stream, 16, pad_id=0)
+    for w in (0.25, 0.5, 0.75):
+        b = Batches(real, 8, seed=0, augmented=aug, augmented_weight=w)
+        n = b.epoch_size
+        xs = np.concatenate([b.next()[0] for _ in range(-(-n // 8))])[:n]
+        from_aug = int((xs[:, 1] >= 10_000).sum())
+        assert from_aug == b.n_aug == round(len(real) * w / (1 - w))
+        assert abs(from_aug / n - w) < 0.02
+    assert Batches(real, 8, seed=0).n_aug == 0
+    with pytest.raises(DataError):
+        Batches(real, 8, seed=0, augmented=aug, augmented_weight=1.0)
+
+
+def test_token_cache_encodes_once_per_key_and_tokenizer(tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = ["\n".join(gl_lines("dev", 30))]
+    first = token_stream(tok, docs, "gl/v1/dev")
+    files = list(data.cache_dir().glob("*.npy"))
+    assert files
+    calls = []
+    monkeypatch.setattr(data, "encode_documents", lambda *a: calls.append(a) or np.zeros(3, np.int32))
+    again = token_stream(tok, docs, "gl/v1/dev")
+    assert np.array_equal(first, again) and not calls
+    token_stream(tok, docs, "gl/v2/dev")  # a new corpus version is encoded anew
+    assert len(calls) == 1
+
+
+def test_empty_stream_is_a_clear_error(tok: Tokenizer) -> None:
+    with pytest.raises(DataError, match="empty"):
+        pack(encode_documents(tok, [])[:1], 16, tok.eos_id)

@@ -1,0 +1,96 @@
+"""The Llama-style model: presets, parameter counts, causality, and (with torch installed) the
+same logits as Hugging Face's LlamaForCausalLM given the same weights."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm.errors import UsageError
+from lm.model import PRESETS, ModelConfig, count_params, init_params, make_apply, preset
+
+
+def test_presets_sizes() -> None:
+    student, teacher = PRESETS["student"], PRESETS["teacher"]
+    assert (student.dim, student.n_layers, student.n_heads, student.context) == (128, 4, 4, 64)
+    assert 0.7e6 < student.n_params() < 0.9e6  # nanoGPT's CPU model: 0.80M
+    assert teacher.n_params() >= 4 * student.n_params()
+    assert PRESETS["tiny"].n_params() < 50_000
+    for cfg in PRESETS.values():
+        assert count_params(init_params(cfg, 0)) == cfg.n_params()
+
+
+def test_overrides_and_bad_shapes() -> None:
+    cfg = preset("student", dim=64, n_layers=2, context=None)
+    assert (cfg.dim, cfg.n_layers, cfg.context) == (64, 2, 64)
+    with pytest.raises(UsageError):
+        preset("huge")
+    with pytest.raises(UsageError):
+        ModelConfig(dim=30, n_heads=4)
+    untied = PRESETS["tiny"].replace(tie_embeddings=False)
+    assert untied.n_params() == PRESETS["tiny"].n_params() + untied.vocab_size * untied.dim
+    assert "lm_head" in init_params(untied, 0)
+
+
+def test_init_is_deterministic_and_seeded() -> None:
+    cfg = PRESETS["tiny"]
+    a, b, c = init_params(cfg, 1), init_params(cfg, 1), init_params(cfg, 2)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not np.array_equal(a["embed_tokens"]["embedding"], c["embed_tokens"]["embedding"])
+
+
+def test_model_is_causal() -> None:
+    cfg = PRESETS["tiny"]
+    apply = jax.jit(make_apply(cfg))
+    params = init_params(cfg, 0)
+    x = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, cfg.context)).astype(np.int32)
+    y = x.copy()
+    y[:, 20:] = (y[:, 20:] + 1) % cfg.vocab_size
+    la, lb = np.asarray(apply(params, x)), np.asarray(apply(params, y))
+    assert la.shape == (2, cfg.context, cfg.vocab_size)
+    np.testing.assert_allclose(la[:, :20], lb[:, :20], atol=1e-6)
+    assert not np.allclose(la[:, 20:], lb[:, 20:])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits() -> None:
+    cfg = PRESETS["tiny"].replace(dtype="bfloat16")
+    params = init_params(cfg, 0)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(params))
+    x = jnp.zeros((1, 8), jnp.int32)
+    out = jax.jit(make_apply(cfg))(params, x)
+    ref = jax.jit(make_apply(PRESETS["tiny"]))(params, x)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=0.05)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_same_logits_as_hugging_face_llama(tied: bool) -> None:
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = PRESETS["tiny"].replace(tie_embeddings=tied)
+    params = init_params(cfg, 0)
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.context, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+        tie_word_embeddings=tied, attention_bias=False, mlp_bias=False)).eval()
+    # one-to-one: our kernels are [in, out], torch's Linear weights [out, in]
+    state = {"model.embed_tokens.weight": params["embed_tokens"]["embedding"], "model.norm.weight": params["norm"]["weight"]}
+    if not tied:
+        state["lm_head.weight"] = params["lm_head"]["kernel"].T
+    for i, layer in params["layers"].items():
+        pre = f"model.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            state[pre + f"self_attn.{name}.weight"] = layer["self_attn"][name]["kernel"].T
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            state[pre + f"mlp.{name}.weight"] = layer["mlp"][name]["kernel"].T
+        state[pre + "input_layernorm.weight"] = layer["input_layernorm"]["weight"]
+        state[pre + "post_attention_layernorm.weight"] = layer["post_attention_layernorm"]["weight"]
+    missing, unexpected = hf.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()}, strict=False)
+    assert not unexpected and set(missing) <= ({"lm_head.weight"} if tied else set())
+    x = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, cfg.context))
+    with torch.no_grad():
+        ref = hf(torch.tensor(x)).logits.numpy()
+    ours = np.asarray(jax.jit(make_apply(cfg))(params, x.astype(np.int32)))
+    np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=1e-4)

@@ -1,0 +1,125 @@
+"""Training on real gl-ctg text with the tiny preset: the loss falls, the run folder is complete,
+resume is exact, and bad inputs stop with one clear line."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lm.errors import run_cli
+from lm.tokenizer import Tokenizer
+from lm.train import main as train_main
+from test_lm_corpus import TINY, corpora, tiny_run
+
+
+def restore(path: Path) -> dict:
+    return ocp.StandardCheckpointer().restore(path.resolve())
+
+
+def test_loss_falls(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run = tiny_run(tmp_path_factory)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    dev = [r for r in rows if "dev_loss" in r]
+    assert train[0]["step"] == 1 and train[-1]["step"] == 60
+    assert train[-1]["loss"] < train[0]["loss"] - 1.0
+    assert [r["step"] for r in dev] == [20, 40, 60]
+    assert dev[-1]["dev_loss"] < dev[0]["dev_loss"]
+    assert all(r["tokens_per_s"] > 0 and r["elapsed"] > 0 and r["lr"] >= 0 for r in train)
+
+
+def test_run_folder_is_complete(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run = tiny_run(tmp_path_factory)
+    info = json.loads((run / "run.json").read_text())
+    tok = Tokenizer.load(run / "tokenizer.model")
+    assert info["devices"] == len(jax.local_devices())
+    assert info["corpus"]["name"] == "gl-small" and len(info["corpus"]["version"]) == 12
+    assert info["tokenizer"] == {"file": "tokenizer.model", "type": "unigram", "vocab_size": tok.vocab_size, "sha256": tok.sha256}
+    assert info["model"]["vocab_size"] == tok.vocab_size and info["params"] > 0
+    assert info["model"]["dim"] == 32 and info["train"]["batch"] == 8
+    state = restore(run / "checkpoints" / "60" / "state")
+    assert set(state) == {"params", "opt_state", "step", "rng"} and int(state["step"]) == 60
+    assert sorted(p.name for p in (run / "best").iterdir()) == ["60"]
+
+
+def test_n_steps_then_resume_equals_straight_run(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    gl = str(corpora(tmp_path_factory)["gl"])
+    common = ["--corpus", gl, *TINY, "--decay-steps", "30", "--eval-every", "10"]
+    split, straight = tmp_path / "split", tmp_path / "straight"
+    assert train_main([*common, "--steps", "12", "--out", str(split)]) == 0
+    assert train_main([*common, "--steps", "30", "--out", str(split)]) == 0
+    assert train_main([*common, "--steps", "30", "--out", str(straight)]) == 0
+    a, b = restore(split / "checkpoints" / "30" / "state"), restore(straight / "checkpoints" / "30" / "state")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))  # bitwise: params, optimiser, step, RNG
+    assert json.loads((split / "run.json").read_text())["resumes"] == [12]
+    # asking for steps already taken changes nothing
+    assert train_main([*common, "--steps", "30", "--out", str(split)]) == 0
+    assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["30"]
+
+
+def test_changed_settings_on_resume_are_a_usage_error(tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    run = tiny_run(tmp_path_factory)
+    code = run_cli(train_main, ["--out", str(run), "--steps", "80", "--lr", "0.5", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "--lr" in err and "fixed" in err
+
+
+def test_nan_loss_stops_with_its_cause(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    gl = str(corpora(tmp_path_factory)["gl"])
+    code = run_cli(train_main, ["--corpus", gl, *TINY, "--steps", "30", "--lr", "1e30", "--out", str(tmp_path / "nan")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "loss is nan" in err[0] and "diverged" in err[0] and "--lr" in err[0]
+
+
+def _copy_with_empty(snapshot_dir: Path, split: str, dest: Path) -> Path:
+    version = (snapshot_dir / "LATEST").read_text().strip()
+    target = dest / snapshot_dir.name / version
+    shutil.copytree(snapshot_dir / version, target)
+    (dest / snapshot_dir.name / "LATEST").write_text(version + "\n")
+    shard = next((target / split).glob("*.parquet"))
+    pq.write_table(pq.read_table(shard).schema.empty_table(), shard)
+    return dest / snapshot_dir.name
+
+
+def test_empty_train_split_and_missing_corpus(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    gl = corpora(tmp_path_factory)["gl"]
+    empty = _copy_with_empty(gl, "train", tmp_path / "c")
+    code = run_cli(train_main, ["--corpus", str(empty), *TINY, "--steps", "5", "--out", str(tmp_path / "r1")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "train split is empty" in err and err.count("\n") == 0
+    code = run_cli(train_main, ["--corpus", str(tmp_path / "nope"), *TINY, "--steps", "5", "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "no corpus snapshot" in err
+    code = run_cli(train_main, [*TINY, "--steps", "5", "--out", str(tmp_path / "r3")])
+    assert code == 2 and "--corpus is required" in capsys.readouterr().err
+
+
+def test_too_little_text_for_the_vocabulary(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    gl = str(corpora(tmp_path_factory)["gl"])
+    code = run_cli(train_main, ["--corpus", gl, *TINY, "--steps", "5", "--vocab-size", "20000", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "20000-piece" in err and "--vocab-size" in err and err.count("\n") == 0
+
+
+def test_augmented_text_joins_tokenizer_and_training(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    gl = str(corpora(tmp_path_factory)["gl"])
+    aug = tmp_path / "augmented"
+    aug.mkdir()
+    texts = [f"Unha frase aumentada número {i} con zorblatix e zorblatix." for i in range(300)]
+    pq.write_table(pa.table({"id": [str(i) for i in range(300)], "text": texts}), aug / "part-0.parquet")
+    run = tmp_path / "aug-run"
+    assert train_main(["--corpus", gl, *TINY, "--steps", "4", "--augmented", str(aug),
+                       "--augmented-weight", "0.3", "--out", str(run)]) == 0
+    tok = Tokenizer.load(run / "tokenizer.model")
+    assert any("zorbla" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
+    info = json.loads((run / "run.json").read_text())
+    assert info["train"]["augmented"] == str(aug.resolve()) and info["train"]["augmented_weight"] == 0.3
