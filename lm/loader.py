@@ -97,13 +97,20 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     if step is None:
         raise CheckpointError(f"no checkpoint in {path / which}: train first (python -m lm.train ... --out {path})")
     folder = path / which / str(step)
+    # restore only the parameters, onto this process's first device, whatever the mesh that
+    # saved them (a run trained on two devices loads on one)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                     abstract_params(cfg))}
     try:
-        restored = ocp.StandardCheckpointer().restore((folder / "state").resolve())
+        restored = ocp.PyTreeCheckpointer().restore(
+            (folder / "state").resolve(), args=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True))
     except Exception as exc:  # a damaged folder surfaces as many exception types
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise CheckpointError(f"checkpoint {folder} is corrupt or incomplete ({type(exc).__name__}: {msg})") from exc
-    abstract = abstract_params(cfg)
-    params = _match(abstract, restored.get("params") if isinstance(restored, dict) else None, str(folder))
+    params = _match(abstract_params(cfg), restored.get("params") if isinstance(restored, dict) else None, str(folder))
     info = {"format": "run", "path": str(path), "checkpoint": f"{which}/{step}", "step": step,
             "corpus": info.get("corpus", {}), "params": info.get("params"), "model": info["model"]}
     return FlaxModel(cfg, params, tokenizer, info)

@@ -20,16 +20,21 @@ rate warms up linearly for `--warmup` steps, then follows a cosine to `--min-lr-
 `--decay-steps` (default: the first invocation's `--steps`) and stays there, so extending a run
 never rewrites the schedule of the steps already taken.
 
-Every local device is used (data parallel, mesh axis "data"); `--batch` must be a multiple of
-their number. Exit codes: 0 ok, 1 failure (bad corpus, corrupt checkpoint, NaN loss), 2 usage.
+Every local device is used (data parallel, mesh axis "data"); on a CPU the host is split into
+one device per core, the only way XLA keeps every core busy on a small model. `--batch` must be
+a multiple of the device count. `--max-seconds` stops the run (evaluated and checkpointed) once
+the command has run that long. Exit codes: 0 ok, 1 failure (bad corpus, corrupt checkpoint, NaN loss), 2 usage.
 """
 from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()  # before the heavy imports: `--max-seconds` counts the whole command
 
 import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -105,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-tokens", type=int, default=1 << 17, help="dev tokens per evaluation (cap)")
     p.add_argument("--save-every", type=int, help="steps between checkpoints (default: --eval-every)")
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--max-seconds", type=float,
+                   help="stop (evaluate, checkpoint) once the command has run this long; rerun to go on")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -169,6 +176,8 @@ class Run:
     """A run folder: its settings, tokenizer, data, and the training loop over them."""
 
     def __init__(self, args: argparse.Namespace):
+        # --max-seconds counts the whole command (from before `import jax`) when run as one
+        self.t0 = _STARTED if __name__ == "__main__" else time.perf_counter()
         self.out = Path(args.out)
         self.args = args
         self.meta_path = self.out / RUN_FILE
@@ -348,10 +357,11 @@ class Run:
                 pending.append(loss)
                 if step == start + 1:
                     loss.block_until_ready()  # first step compiles: keep it out of tokens/s
-                    flush_losses()
+                    last_loss = flush_losses()
                 bar.update(1)
-                at_eval = step % eval_every == 0 or step == a.steps
-                at_save = step % save_every == 0 or step == a.steps
+                out_of_time = a.max_seconds is not None and time.perf_counter() - self.t0 >= a.max_seconds
+                at_eval = step % eval_every == 0 or step == a.steps or out_of_time
+                at_save = step % save_every == 0 or step == a.steps or out_of_time
                 if step % a.log_every == 0 or at_eval or at_save:
                     if pending:
                         last_loss = flush_losses()
@@ -375,6 +385,10 @@ class Run:
                                 "best_dev_loss": best if math.isfinite(best) else None})
                 if at_eval or at_save:
                     t_last = time.perf_counter()  # evaluation and saving are not training time
+                if out_of_time:
+                    print(f"{self.out}: --max-seconds {a.max_seconds:g} reached at step {step} of {a.steps}",
+                          file=sys.stderr)
+                    break
         finally:
             bar.close()
             metrics.close()
@@ -411,6 +425,7 @@ class Run:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    parallel.use_cpu_cores()
     enable_compile_cache()
     Run(args).train()
     return 0
