@@ -40,6 +40,8 @@ bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/augment.py
+	$(BIN)/python bench/refresh.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

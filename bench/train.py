@@ -281,6 +281,14 @@ GFLOP/s; MFU is against the faster, {peak['peak_gflops']:.0f} GFLOP/s.
 |---|---:|---:|---:|---:|---:|
 {speed_rows}
 
+Read these with care. Both the rates and the peak were measured under the same contention, so
+the MFU figures are against a depressed peak ({peak['peak_gflops']:.0f} GFLOP/s; 130 quiet) and read
+high. PyTorch loses much more than XLA when other processes share the cores: in an earlier,
+quieter run of this script (load 1.3, ours then on a single XLA device) PyTorch eager did 8,771
+tok/s at batch 12 against our 6,788 (0.77x); one device per core is what fixed our side (about
+1.35x on its own, measured under load). Under contention ours is 2.4-3.3x PyTorch; on a quiet
+machine expect the batch-12 ratio near 1x, and the aim of 1.5x is not shown there yet.
+
 **Quality at nanoGPT's CPU budget**: Tiny Shakespeare, test = the published validation text
 (last 10% of input.txt, {t['chars']:,} characters), whole `lm.train` command at most {q['budget_s']:.0f} s wall.
 

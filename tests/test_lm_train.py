@@ -123,3 +123,13 @@ def test_augmented_text_joins_tokenizer_and_training(tmp_path: Path, tmp_path_fa
     assert any("zorbla" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
     info = json.loads((run / "run.json").read_text())
     assert info["train"]["augmented"] == str(aug.resolve()) and info["train"]["augmented_weight"] == 0.3
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_resumes(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    gl = str(corpora(tmp_path_factory)["gl"])
+    run = tmp_path / "timed"
+    assert train_main(["--corpus", gl, *TINY, "--steps", "60", "--max-seconds", "0", "--out", str(run)]) == 0
+    assert "--max-seconds 0 reached at step 1 of 60" in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
+    assert train_main(["--corpus", gl, *TINY, "--steps", "3", "--out", str(run)]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3"]
