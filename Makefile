@@ -30,11 +30,14 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 # Build gl-ctg from its pinned URLs (or offline from a mirror: make demo MIRROR=../shared/data),
-# then augment its train split.
+# augment its train split, then distil a teacher into a small student (at most 15 minutes on two
+# cores) and print the report table. Re-running resumes: finished steps are not done again.
 demo: venv
 	@$(BIN)/python -m pipelines.build corpora/gl-ctg.toml --out $(OUT) $(if $(MIRROR),--mirror $(MIRROR)) \
 	  || { code=$$?; echo "make demo: the build failed (exit $$code). Offline? Serve the sources from a folder: make demo MIRROR=../shared/data" >&2; exit $$code; }
-	@$(BIN)/python -m pipelines.augment $(OUT)/gl-ctg
+	@test -f $(OUT)/gl-ctg/$$(cat $(OUT)/gl-ctg/LATEST)/augmented/stats.json \
+	  || $(BIN)/python -m pipelines.augment $(OUT)/gl-ctg
+	@$(BIN)/python -m lm.distill --corpus $(OUT)/gl-ctg --out $(OUT)/distill/gl-ctg --preset demo
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -42,6 +45,8 @@ bench: venv
 	$(BIN)/python bench/augment.py
 	$(BIN)/python bench/refresh.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/distill.py
+	$(BIN)/python bench/deploy.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -27,10 +27,8 @@ Writes bench/results/train.json and the "Training" section of bench/README.md.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -55,6 +53,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from lm.model import ModelConfig, init_params, preset  # noqa: E402
 from lm.train import TrainSettings, make_optimizer, make_train_step  # noqa: E402
+from bench.common import machine as common_machine, update_readme  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "train"
 RESULTS = ROOT / "bench" / "results" / "train.json"
@@ -244,13 +243,8 @@ def quality() -> dict[str, Any]:
 
 # ---- report ---------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = ""
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    return {"cpu_count": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "jax": jax.__version__, "flax": importlib.metadata.version("flax"), "torch": torch.__version__,
-            "transformers": importlib.metadata.version("transformers"), "torch_threads": torch.get_num_threads()}
+    return common_machine("flax", "transformers") | {"jax": jax.__version__, "torch": torch.__version__,
+                                                     "torch_threads": torch.get_num_threads()}
 
 
 def readme_section(r: dict[str, Any]) -> str:
@@ -317,25 +311,13 @@ machine expect the batch-12 ratio near 1x, and the aim of 1.5x is not shown ther
 """
 
 
-def update_readme(section: str) -> None:
-    text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1:] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    README.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description="training speed and quality benchmark")
     args.add_argument("--only", choices=("speed", "quality", "readme"),
                       help="rerun one part, keeping the other from results/train.json (readme: rewrite the section)")
     only = args.parse_args(argv).only
     if only == "readme":
-        update_readme(readme_section(json.loads(RESULTS.read_text())))
+        update_readme(SECTION, readme_section(json.loads(RESULTS.read_text())))
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
@@ -352,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    update_readme(readme_section(results))
+    update_readme(SECTION, readme_section(results))
     s, q = results["speed"][0], results["quality"]
     print(f"speed (batch {s['batch']}): ours {s['tokens_per_s']['jax']:.0f} tok/s, PyTorch "
           f"{s['tokens_per_s'][s['torch_baseline']]:.0f} tok/s, ratio {s['ratio']:.2f}x; "

@@ -19,7 +19,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -83,6 +83,21 @@ def pack(stream: np.ndarray, context: int, pad_id: int) -> Packed:
     return Packed(tokens=padded[idx], mask=mask)
 
 
+def take_rows(order: Callable[[int], np.ndarray], epoch: int, index: int, n: int) -> tuple[np.ndarray, int, int]:
+    """The next `n` rows of a stream of epochs (`order(epoch)`: that epoch's rows in order) from
+    position (epoch, index), and the position after them."""
+    picked: list[np.ndarray] = []
+    while n > 0:
+        rows = order(epoch)
+        take = rows[index:index + n]
+        picked.append(take)
+        n -= len(take)
+        index += len(take)
+        if index >= len(rows):
+            epoch, index = epoch + 1, 0
+    return (np.concatenate(picked) if picked else np.empty((0, 2), np.int64)), epoch, index
+
+
 class Batches:
     """Deterministic, resumable batches of (inputs, targets, mask), each [batch, context]."""
 
@@ -116,17 +131,7 @@ class Batches:
         return self._order
 
     def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        picked: list[np.ndarray] = []
-        need = self.batch_size
-        while need:
-            order = self.order(self.epoch)
-            take = order[self.index:self.index + need]
-            picked.append(take)
-            need -= len(take)
-            self.index += len(take)
-            if self.index >= len(order):
-                self.epoch, self.index = self.epoch + 1, 0
-        rows = np.concatenate(picked)
+        rows, self.epoch, self.index = take_rows(self.order, self.epoch, self.index, self.batch_size)
         toks = np.empty((len(rows), self.real.tokens.shape[1]), np.int32)
         mask = np.empty((len(rows), self.real.mask.shape[1]), np.float32)
         for pool, packed in ((0, self.real), (1, self.aug)):

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lm import parallel
 from lm.compile_cache import enable_compile_cache
 from lm.corpus import open_snapshot
 from lm.data import token_stream
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    parallel.use_cpu_cores()
     enable_compile_cache()
     result = evaluate(load_model(args.model, args.checkpoint), args.split, args.corpus, args.stride)
     if args.json:

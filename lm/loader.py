@@ -1,15 +1,17 @@
 """Load a trained model for scoring and sampling, whatever form MODEL takes.
 
-`load_model(PATH)` looks at PATH and picks a loader from `LOADERS`; today there is one, for a
-run folder made by `lm.train` (run.json + tokenizer.model + Orbax checkpoints). An exported
-checkpoint (a Hugging Face folder, say) becomes a MODEL by adding a (detect, load) pair that
-returns any object with this small interface:
+`load_model(PATH)` looks at PATH and picks a loader from `LOADERS`: a run folder made by
+`lm.train` or `lm.distill` (run.json + tokenizer.model + Orbax checkpoints), or an export made
+by `lm.export` (`int8`, read into our Flax model; `hf`, or any Hugging Face causal LM folder,
+read by transformers on PyTorch). Each returns an object with this small interface:
 
 * `tokenizer`: an `lm.tokenizer.Tokenizer` (encode, decode, eos_id);
 * `context`: the longest input it scores at once;
 * `info`: a dict for reports (`corpus` with `name`, `version`, `path` when known);
 * `nll(inputs, targets)`: [B, T] int32 each -> [B, T] float32 nats of each target token;
-* `next_logits(tokens)`: a 1-D prefix (at most `context` long) -> [vocab] float32 logits.
+* `next_logits(tokens)`: a 1-D prefix (at most `context` long) -> [vocab] float32 logits;
+* `decoder()`: an object with `start(tokens)` and `step(token)` returning next-token logits,
+  which keeps a key/value cache between calls (`lm.generate`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lm import parallel
+from lm.decode import CachedDecoder, make_runner
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
 from lm.errors import CheckpointError, UsageError
 from lm.model import ModelConfig, abstract_params, make_apply, token_nll
@@ -37,20 +41,40 @@ class LanguageModel(Protocol):
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray: ...
 
+    def decoder(self) -> Any: ...
+
 
 class FlaxModel:
     """Our Llama with its parameters; both entry points are jitted once per input shape."""
 
-    def __init__(self, cfg: ModelConfig, params: dict[str, Any], tokenizer: Tokenizer, info: dict[str, Any]):
-        self.cfg, self.params, self.tokenizer, self.info = cfg, params, tokenizer, info
+    def __init__(self, cfg: ModelConfig, params: dict[str, Any], tokenizer: Tokenizer, info: dict[str, Any],
+                 prepare: Callable[[Any], Any] = lambda p: p):
+        # `prepare` maps stored parameters to float ones inside the jitted functions (int8 exports)
+        self.cfg, self.params, self.tokenizer, self.info, self.prepare = cfg, params, tokenizer, info, prepare
         self.context = cfg.context
         apply = make_apply(cfg)
-        self._nll = jax.jit(lambda p, x, y: token_nll(apply(p, x), y))
+        self._nll = jax.jit(lambda p, x, y: token_nll(apply(prepare(p), x), y))
+        # scoring batches are split over every local device (one per core on a CPU), as training is
+        self._mesh = parallel.make_mesh()
+        self._rows = parallel.batch_sharded(self._mesh)
+        self._params = None
+        self._runner = None
         # a fixed [1, context] buffer: one compilation serves every prefix length
-        self._logits = jax.jit(lambda p, x, i: apply(p, x)[0, i])
+        self._logits = jax.jit(lambda p, x, i: apply(prepare(p), x)[0, i])
 
     def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        return np.asarray(self._nll(self.params, jnp.asarray(inputs, jnp.int32), jnp.asarray(targets, jnp.int32)))
+        x, y = np.asarray(inputs, np.int32), np.asarray(targets, np.int32)
+        if len(x) % self._mesh.devices.size:
+            return np.asarray(self._nll(self.params, jnp.asarray(x), jnp.asarray(y)))
+        if self._params is None:
+            self._params = parallel.put(self.params, parallel.replicated(self._mesh))
+        return np.asarray(self._nll(self._params, *parallel.put((x, y), self._rows)))
+
+    def decoder(self) -> CachedDecoder:
+        """Key/value-cached generation (lm.decode)."""
+        if self._runner is None:
+            self._runner = make_runner(self.cfg, self.prepare)
+        return CachedDecoder(self.cfg, self.params, self._runner)
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens, np.int32)[-self.context:]
@@ -87,6 +111,7 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path / 'run.json'} is not a valid run description ({exc})") from exc
     tokenizer = Tokenizer.load(path / MODEL_FILE)
+    tokenizer.model_type = tokenizer.model_type or info.get("tokenizer", {}).get("type")
     ckpts = Checkpoints(path, read_only=True)
     which = {"best": BEST_DIR, "last": RESUME_DIR}.get(checkpoint)
     if which is None:
@@ -116,7 +141,18 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     return FlaxModel(cfg, params, tokenizer, info)
 
 
-LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [(is_run_dir, load_run_dir)]
+def is_export(path: Path) -> bool:
+    """An `lm.export` folder (export.json) or any Hugging Face model folder with safetensors."""
+    return (path / "export.json").is_file() or ((path / "config.json").is_file() and any(path.glob("*.safetensors")))
+
+
+def load_export(path: Path, checkpoint: str = "best") -> LanguageModel:
+    from lm.export import load_export as load  # transformers and safetensors only when needed
+    return load(path, checkpoint)
+
+
+LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [
+    (is_run_dir, load_run_dir), (is_export, load_export)]
 
 
 def load_model(path: str | Path, checkpoint: str = "best") -> LanguageModel:
@@ -126,4 +162,5 @@ def load_model(path: str | Path, checkpoint: str = "best") -> LanguageModel:
     for detect, load in LOADERS:
         if detect(p):
             return load(p, checkpoint)
-    raise CheckpointError(f"{p} is not a model: expected a run folder with run.json (python -m lm.train --out {p})")
+    raise CheckpointError(f"{p} is not a model: expected a run folder with run.json (python -m lm.train --out {p}) "
+                          "or an export (python -m lm.export)")

@@ -50,7 +50,7 @@ from lm.compile_cache import enable_compile_cache
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, abstract_like
 from lm.corpus import Snapshot, open_snapshot, read_texts
 from lm.data import Batches, Packed, pack, token_stream
-from lm.errors import DataError, LMError, TrainingDiverged, UsageError, run_cli
+from lm.errors import DataError, TrainingDiverged, UsageError, run_cli
 from lm.model import ModelConfig, count_params, init_params, make_apply, preset, token_nll
 from lm.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 

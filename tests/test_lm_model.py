@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lm.errors import UsageError
+from lm.hf_format import hf_state_dict, llama_config_dict
 from lm.model import PRESETS, ModelConfig, count_params, init_params, make_apply, preset
 
 
@@ -70,23 +71,8 @@ def test_same_logits_as_hugging_face_llama(tied: bool) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = PRESETS["tiny"].replace(tie_embeddings=tied)
     params = init_params(cfg, 0)
-    hf = LlamaForCausalLM(LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.context, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-        tie_word_embeddings=tied, attention_bias=False, mlp_bias=False)).eval()
-    # one-to-one: our kernels are [in, out], torch's Linear weights [out, in]
-    state = {"model.embed_tokens.weight": params["embed_tokens"]["embedding"], "model.norm.weight": params["norm"]["weight"]}
-    if not tied:
-        state["lm_head.weight"] = params["lm_head"]["kernel"].T
-    for i, layer in params["layers"].items():
-        pre = f"model.layers.{i}."
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            state[pre + f"self_attn.{name}.weight"] = layer["self_attn"][name]["kernel"].T
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            state[pre + f"mlp.{name}.weight"] = layer["mlp"][name]["kernel"].T
-        state[pre + "input_layernorm.weight"] = layer["input_layernorm"]["weight"]
-        state[pre + "post_attention_layernorm.weight"] = layer["post_attention_layernorm"]["weight"]
+    hf = LlamaForCausalLM(LlamaConfig(**llama_config_dict(cfg, eos_id=1))).eval()
+    state = hf_state_dict(params, cfg)  # one-to-one: our kernels are [in, out], torch's [out, in]
     missing, unexpected = hf.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()}, strict=False)
     assert not unexpected and set(missing) <= ({"lm_head.weight"} if tied else set())
     x = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, cfg.context))

@@ -1,0 +1,275 @@
+"""`python -m lm.deploy RUN [--sparsity S] [--finetune-steps N] [--tokens N] [--prompt TEXT]`
+
+What each deployable form of a trained run costs on this machine. Makes what is missing under
+`RUN/deploy/` (`hf` and `int8` exports, `int8-float-emb` with the embedding left float32, and a
+pruned run per `--sparsity`), then measures every artefact:
+
+* size on disk: the weights file (a run's checkpoint folder) and the whole folder;
+* test bits per character (`lm.evaluate` on the run's corpus);
+* generation, greedy, in a fresh process per measurement so that memory and threads are its
+  own: time to first token (prompt read, first token out), tokens per second after it, and peak
+  resident memory (the process's high-water mark; `runtime` is the same process before the
+  model is loaded: Python, JAX or PyTorch), with one thread and with every core.
+
+Writes `RUN/deploy/deploy.json`, `deploy.md` and `bits_vs_size.png`. Our Flax forms generate
+with `lm.decode`'s key/value cache; the `hf` export runs on transformers and PyTorch with
+transformers' cache (`lm.hf_teacher.HFDecoder`), and `--hf-generate` adds a row for
+`model.generate()` itself. Exit codes: 0 ok, 1 failure, 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lm.errors import UsageError, run_cli
+
+PROMPT = "A "
+THREADS = ("1", "all")
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def thread_env(threads: str) -> dict[str, str]:
+    """Environment for a probe: one XLA device either way (batch 1), one thread or all."""
+    env = {**os.environ, "SCARCE_LM_CPU_DEVICES": "1"}
+    if threads == "1":
+        env |= {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip(),
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                "SCARCE_LM_THREADS": "1"}
+    return env
+
+
+def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, Any]:
+    """Runs inside the probe process: load, warm up, then time one greedy generation."""
+    from lm import parallel
+    parallel.use_cpu_cores()
+    if os.environ.get("SCARCE_LM_THREADS") == "1":
+        try:
+            import torch
+            torch.set_num_threads(1)
+            torch.set_num_interop_threads(1)
+        except (ImportError, RuntimeError):
+            pass
+    from lm.generate import sample_next
+    from lm.loader import load_model
+    import numpy as np
+
+    runtime = _rss_mb()
+    t = time.perf_counter()
+    model = load_model(model_path)
+    load_s = time.perf_counter() - t
+    ids = [model.tokenizer.eos_id] + model.tokenizer.encode(prompt)
+    rng = np.random.default_rng(0)
+
+    if engine == "hf-generate":
+        torch = model.torch
+        x = torch.as_tensor([ids], device=model.device)
+
+        def run(n: int) -> list[float]:
+            marks = []
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for n_new in (1, n):  # first token alone, then the whole generation
+                    s = time.perf_counter()
+                    model.model.generate(input_ids=x, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                                         pad_token_id=model.tokenizer.eos_id)
+                    marks.append(time.perf_counter() - s)
+            return [marks[0], marks[1] - marks[0], time.perf_counter() - t0]
+        run(4)
+        first, rest, _ = run(tokens)
+    else:
+        def run(n: int) -> tuple[float, float]:
+            dec = model.decoder()
+            t0 = time.perf_counter()
+            logits = dec.start(ids)
+            nxt = sample_next(logits, rng, 0.0)
+            first = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            for _ in range(n - 1):
+                nxt = sample_next(dec.step(nxt), rng, 0.0)
+            return first, time.perf_counter() - t1
+        run(min(tokens, model.context + 2))  # compile every shape, the context shift included
+        first, rest = run(tokens)
+    return {"load_s": round(load_s, 3), "time_to_first_token_s": round(first, 4),
+            "tokens_per_second": round((tokens - 1) / rest, 1) if rest > 0 else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "runtime_rss_mb": round(runtime, 1)}
+
+
+def run_probe(model: Path, threads: str, tokens: int, prompt: str, engine: str = "ours") -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "lm.deploy", "--probe", str(model), "--tokens", str(tokens), "--prompt", prompt,
+           "--engine", engine]
+    res = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True)
+    if res.returncode:
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"generation probe of {model} ({threads} threads) failed: {tail}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def weights_bytes(path: Path) -> int:
+    """The weights alone: model.safetensors of an export, the checkpoint read from a run."""
+    if (path / "model.safetensors").is_file():
+        return (path / "model.safetensors").stat().st_size
+    from lm.checkpoint import BEST_DIR, Checkpoints
+    step = Checkpoints(path, read_only=True).latest_step(BEST_DIR)
+    folder = path / BEST_DIR / str(step) if step is not None else path
+    return folder_bytes(folder)
+
+
+def ensure_artefacts(run: Path, out: Path, sparsities: list[float], finetune_steps: int,
+                     corpus: str | None) -> dict[str, Path]:
+    from lm.export import export_hf, export_int8
+    from lm.loader import load_model
+    from lm.prune import parse_args as prune_args, prune_run
+
+    arts: dict[str, Path] = {"float32": run}
+    model = None
+    for name, make in (("hf", lambda m, p: export_hf(m, p)),
+                       ("int8", lambda m, p: export_int8(m, p, embeddings=True)),
+                       ("int8-float-emb", lambda m, p: export_int8(m, p, embeddings=False))):
+        path = out / name
+        if not (path / "export.json").is_file():
+            model = model or load_model(run)
+            make(model, path)
+        arts[name] = path
+    for s in sparsities:
+        path = out / f"pruned-{s:g}"
+        if not (path / "prune.json").is_file():
+            argv = [str(run), "--sparsity", str(s), "--finetune-steps", str(finetune_steps), "--out", str(path), "--quiet"]
+            prune_run(prune_args(argv + (["--corpus", corpus] if corpus else [])))
+        arts[f"pruned-{s:g}"] = path
+    return arts
+
+
+def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_generate: bool,
+            threads: list[str]) -> list[dict[str, Any]]:
+    from lm.evaluate import evaluate
+    from lm.loader import load_model
+
+    rows = []
+    jobs = [(name, path, "ours") for name, path in arts.items()]
+    if hf_generate and "hf" in arts:
+        jobs.append(("hf (model.generate)", arts["hf"], "hf-generate"))
+    for name, path, engine in jobs:
+        row: dict[str, Any] = {"artefact": name, "path": str(path), "weights_bytes": weights_bytes(path),
+                               "folder_bytes": folder_bytes(path),
+                               "engine": "transformers + PyTorch" if name.startswith("hf") else "lm (Flax/JAX)"}
+        if engine == "ours":
+            model = load_model(path)
+            row["test_bits_per_char"] = round(evaluate(model, "test", corpus)["bits_per_char"], 4)
+            if (path / "prune.json").is_file():
+                pr = json.loads((path / "prune.json").read_text())
+                row["sparsity"], row["nonzero_params"] = round(pr["sparsity"], 4), pr["nonzero_params"]
+        for th in threads:
+            row[f"threads_{th}"] = run_probe(path, th, tokens, prompt, engine)
+        rows.append(row)
+    return rows
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    head = ("| artefact | engine | weights MB | folder MB | test bits/char | first token ms (1 / all) | "
+            "tokens/s 1 thread | tokens/s all | peak MB (runtime) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in doc["artefacts"]:
+        none = {"time_to_first_token_s": float("nan"), "tokens_per_second": float("nan"), "peak_rss_mb": float("nan"),
+                "runtime_rss_mb": float("nan")}
+        one, every = r.get("threads_1", none), r.get("threads_all", none)
+        bpc = f"{r['test_bits_per_char']:.4f}" if r.get("test_bits_per_char") is not None else "-"
+        if "sparsity" in r:
+            bpc += f" (sparsity {r['sparsity']:.2f})"
+        lines.append(f"| {r['artefact']} | {r['engine']} | {r['weights_bytes'] / 1e6:.2f} | {r['folder_bytes'] / 1e6:.2f} | "
+                     f"{bpc} | {one['time_to_first_token_s'] * 1e3:.1f} / {every['time_to_first_token_s'] * 1e3:.1f} | "
+                     f"{one['tokens_per_second']:,.0f} | {every['tokens_per_second']:,.0f} | "
+                     f"{every['peak_rss_mb']:.0f} ({every['runtime_rss_mb']:.0f}) |")
+    return (f"# Deployment report: {doc['run']}\n\nCorpus {doc['corpus']}; greedy generation of {doc['tokens']} tokens "
+            f"after the prompt {doc['prompt']!r}, one fresh process per measurement, on {doc['cpus']} CPUs. "
+            "Peak MB is the process's high-water mark; runtime is the same process before loading the model.\n\n"
+            + "\n".join(lines) + "\n\n![bits per character against size](bits_vs_size.png)\n")
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for r in doc["artefacts"]:
+        if r.get("test_bits_per_char") is None:
+            continue
+        ax.scatter(r["weights_bytes"] / 1e6, r["test_bits_per_char"])
+        ax.annotate(r["artefact"], (r["weights_bytes"] / 1e6, r["test_bits_per_char"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("weights on disk (MB)")
+    ax.set_ylabel("test bits per character")
+    ax.set_title("size against quality")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lm.deploy", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", nargs="?", help="a trained run folder (lm.train, or lm.distill's RUN/models/NAME)")
+    p.add_argument("--out", help="where the artefacts and the report go (default RUN/deploy)")
+    p.add_argument("--corpus", help="OUT/NAME or a version folder (default: the run's own)")
+    p.add_argument("--sparsity", type=float, nargs="*", default=[0.5], help="pruned artefacts to make (0.5)")
+    p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--tokens", type=int, default=128, help="tokens generated per measurement")
+    p.add_argument("--prompt", default=PROMPT)
+    p.add_argument("--hf-generate", action="store_true", help="add transformers' model.generate() on the hf export")
+    p.add_argument("--threads", nargs="+", choices=THREADS, default=list(THREADS), help="thread settings to measure (1 all)")
+    p.add_argument("--probe", help=argparse.SUPPRESS)
+    p.add_argument("--engine", default="ours", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.tokens < 2:
+        raise UsageError("--tokens must be at least 2")
+    if args.probe:
+        print(json.dumps(probe(args.probe, args.tokens, args.prompt, args.engine)))
+        return 0
+    if not args.run:
+        raise UsageError("give a run folder: python -m lm.deploy RUN")
+    from lm import parallel
+    from lm.compile_cache import enable_compile_cache
+    from lm.loader import load_model
+    parallel.use_cpu_cores()
+    enable_compile_cache()
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run / "deploy"
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = args.corpus or load_model(run).info.get("corpus", {}).get("path")
+    arts = ensure_artefacts(run, out, args.sparsity, args.finetune_steps, args.corpus)
+    doc = {"run": str(run), "corpus": corpus, "tokens": args.tokens, "prompt": args.prompt, "cpus": os.cpu_count(),
+           "artefacts": measure(arts, corpus, args.tokens, args.prompt, args.hf_generate, args.threads)}
+    (out / "deploy.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    (out / "deploy.md").write_text(markdown(doc), encoding="utf-8")
+    plot(doc, out / "bits_vs_size.png")
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

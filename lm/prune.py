@@ -1,0 +1,179 @@
+"""`python -m lm.prune RUN --sparsity S [--scope global|layer] [--finetune-steps N] --out RUN2`
+
+Magnitude pruning with a short recovery fine-tune. The smallest-magnitude weights of every
+projection matrix (attention q/k/v/o, MLP gate/up/down, an untied output layer) are set to zero:
+the S fraction of all of them together (`global`, the default: layers that matter more keep
+more) or of each matrix (`layer`). The embedding is kept whole: it is also the output layer
+when tied, and a zeroed row would silence a token. Then the model trains N steps on the run's
+corpus (cross-entropy on real train text, the run's batch, a tenth of its peak learning rate
+unless `--lr`) with the pruned weights held at zero, and the best dev checkpoint is kept.
+
+RUN2 is a run folder like any other (lm.evaluate, lm.generate, lm.export read it) with
+`prune.json`: requested and reached sparsity, nonzero parameters, and dev and test bits per
+character of the dense model, the pruned one before the fine-tune and after it. Pruned weights
+are stored densely: pruning alone does not shrink the files (lm.deploy reports both).
+Structured pruning (whole heads or neurons) is not offered yet. Exit codes: 0 ok, 1 failure, 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lm import parallel
+from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
+from lm.compile_cache import enable_compile_cache
+from lm.corpus import open_snapshot
+from lm.data import pack, token_stream
+from lm.errors import UsageError, run_cli
+from lm.evaluate import evaluate
+from lm.export import jax_to_numpy
+from lm.kd_train import PhaseConfig, train_phase, write_run_json
+from lm.loader import FlaxModel, load_model
+from lm.mixture import MixBatches
+from lm.pools import real_pool
+
+PRUNE_FILE = "prune.json"
+SCOPES = ("global", "layer")
+
+
+def prunable(path: tuple[str, ...]) -> bool:
+    return path[-1] == "kernel"
+
+
+def _leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], np.ndarray]]:
+    if isinstance(tree, dict):
+        return [x for k, v in tree.items() for x in _leaves(v, path + (str(k),))]
+    return [(path, np.asarray(tree))]
+
+
+def _map(tree: Any, fn, path: tuple[str, ...] = ()) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map(v, fn, path + (str(k),)) for k, v in tree.items()}
+    return fn(path, np.asarray(tree))
+
+
+def _smallest(values: np.ndarray, n: int) -> np.ndarray:
+    """A mask with exactly the n smallest |values| False (ties broken by position)."""
+    keep = np.ones(values.size, bool)
+    if n > 0:
+        keep[np.argsort(np.abs(values).ravel(), kind="stable")[:n]] = False
+    return keep.reshape(values.shape)
+
+
+def magnitude_masks(params: Any, sparsity: float, scope: str = "global") -> Any:
+    """A tree like `params` of float32 0/1 masks: 0 on the pruned weights, 1 elsewhere."""
+    if not 0.0 <= sparsity < 1.0:
+        raise UsageError(f"--sparsity must be in [0, 1), not {sparsity}")
+    if scope not in SCOPES:
+        raise UsageError(f"--scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    mats = [(p, w) for p, w in _leaves(params) if prunable(p)]
+    masks: dict[tuple[str, ...], np.ndarray] = {}
+    if scope == "global":
+        flat = np.concatenate([w.ravel() for _, w in mats])
+        keep = _smallest(flat, int(round(sparsity * flat.size)))
+        start = 0
+        for p, w in mats:
+            masks[p] = keep[start:start + w.size].reshape(w.shape)
+            start += w.size
+    else:
+        for p, w in mats:
+            masks[p] = _smallest(w, int(round(sparsity * w.size)))
+    return _map(params, lambda p, w: masks.get(p, np.ones(w.shape, bool)).astype(np.float32))
+
+
+def sparsity_of(params: Any) -> tuple[float, int]:
+    """(fraction of zeros among prunable weights, nonzero parameters in the whole model)."""
+    leaves = _leaves(params)
+    mats = [w for p, w in leaves if prunable(p)]
+    zeros = sum(int((w == 0).sum()) for w in mats)
+    total = sum(w.size for w in mats)
+    nonzero = sum(int((w != 0).sum()) for _, w in leaves)
+    return (zeros / total if total else 0.0), nonzero
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lm.prune", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME)")
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of projection weights set to zero")
+    p.add_argument("--scope", choices=SCOPES, default="global")
+    p.add_argument("--finetune-steps", type=int, default=100, help="recovery steps (0: none)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the fine-tune (default: the run's / 10)")
+    p.add_argument("--batch", type=int, help="default: the run's")
+    p.add_argument("--corpus", help="OUT/NAME or a version folder (default: the run's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the pruned run folder")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def _scores(model: Any, corpus: str) -> dict[str, float]:
+    return {f"{s}_bits_per_char": evaluate(model, s, corpus)["bits_per_char"] for s in ("dev", "test")}
+
+
+def prune_run(args: argparse.Namespace) -> dict[str, Any]:
+    src = Path(args.run)
+    model = load_model(src)
+    if not isinstance(model, FlaxModel) or model.info.get("format") != "run":
+        raise UsageError(f"{src}: lm.prune needs a float run folder (not an export)")
+    if args.finetune_steps < 0:
+        raise UsageError("--finetune-steps must be at least 0")
+    run_info = json.loads((src / "run.json").read_text(encoding="utf-8"))
+    corpus = args.corpus or model.info.get("corpus", {}).get("path")
+    if not corpus:
+        raise UsageError(f"{src}: the run names no corpus; give --corpus")
+    snap = open_snapshot(corpus)
+    cfg, tok = model.cfg, model.tokenizer
+    params = jax_to_numpy(model.params)
+    keep = magnitude_masks(params, args.sparsity, args.scope)
+    pruned = jax.tree.map(lambda w, k: w * k, params, keep)
+    report: dict[str, Any] = {"source": str(src), "checkpoint": model.info.get("checkpoint"), "scope": args.scope,
+                              "sparsity_requested": args.sparsity, "finetune_steps": args.finetune_steps,
+                              "dense": _scores(model, corpus),
+                              "pruned": _scores(FlaxModel(cfg, pruned, tok, model.info), corpus)}
+    out = Path(args.out)
+    batch = args.batch or run_info["train"]["batch"]
+    lr = args.lr or run_info["train"]["lr"] / 10
+    phase = PhaseConfig(steps=max(1, args.finetune_steps), batch=batch, lr=lr,
+                        warmup=max(1, args.finetune_steps // 10), seed=args.seed, eval_points=4)
+    extra = {"pruned_from": str(src), "sparsity": args.sparsity, "scope": args.scope}
+    if args.finetune_steps:
+        key = f"{snap.name}/{snap.version}"
+        real = real_pool(tok, snap.documents("train"), cfg.context, f"{key}/train")
+        dev_text = snap.text("dev")
+        dev = pack(token_stream(tok, [dev_text], f"{key}/dev"), cfg.context, tok.eos_id) if dev_text else None
+        train_phase(out, "prune", cfg, phase, MixBatches(real, [], {}, 0.0, batch, args.seed), dev, len(dev_text),
+                    tok, snap, start_params=pruned, quiet=args.quiet, extra=extra, keep=keep)
+    else:  # no fine-tune: the pruned weights as the run's only checkpoint
+        write_run_json(out, cfg, phase, tok, snap, extra)
+        ckpts = Checkpoints(out)
+        for which in (BEST_DIR, RESUME_DIR):
+            ckpts.save(which, 0, {"params": pruned}, {"step": 0, "dev_loss": None})
+        ckpts.close()
+    final = load_model(out)
+    report["finetuned" if args.finetune_steps else "final"] = _scores(final, corpus)
+    report["sparsity"], report["nonzero_params"] = sparsity_of(jax_to_numpy(final.params))
+    report["params"] = cfg.n_params()
+    (out / PRUNE_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parallel.use_cpu_cores()
+    enable_compile_cache()
+    r = prune_run(args)
+    after = r.get("finetuned") or r.get("final")
+    print(f"{args.out}: sparsity {r['sparsity']:.3f} ({r['nonzero_params']:,} of {r['params']:,} parameters nonzero); "
+          f"test bits/char dense {r['dense']['test_bits_per_char']:.4f}, pruned {r['pruned']['test_bits_per_char']:.4f}, "
+          f"after {args.finetune_steps} fine-tune steps {after['test_bits_per_char']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

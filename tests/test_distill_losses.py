@@ -1,0 +1,156 @@
+"""Distillation losses and the teacher's judgement, on logits of tiny models over real gl-ctg text."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import gl_lines
+from lm.evaluate import LN2, score_stream
+from lm.judge import bits_per_char, buckets_for, quantile_filter
+from lm.kd import cross_entropy, distill_loss, kl_full, kl_topk, topk_of
+from lm.loader import FlaxModel
+from lm.model import ModelConfig, init_params, make_apply
+from lm.pools import align_noised, noised_pool, text_pool
+from lm.tokenizer import train_tokenizer
+
+CFG = ModelConfig(vocab_size=512, dim=32, n_layers=2, n_heads=2, hidden_dim=64, context=32)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(gl_lines("train", 400), 512)
+
+
+@pytest.fixture(scope="module")
+def batch(tok):
+    """Teacher and student logits [4, 32, 512] on real text, targets and a mask with a hole."""
+    stream = np.asarray(tok.encode(" ".join(gl_lines("dev", 40))), np.int32)[: 4 * 33].reshape(4, 33)
+    x, y = jnp.asarray(stream[:, :-1]), jnp.asarray(stream[:, 1:])
+    apply = make_apply(CFG)
+    # a trained-looking teacher: sharpen a random model's logits so distributions are peaked
+    teacher = apply(init_params(CFG, 1), x) * 40.0
+    student = apply(init_params(CFG, 2), x) * 25.0
+    mask = jnp.ones(y.shape, jnp.float32).at[3, 20:].set(0.0)
+    return teacher, student, y, mask
+
+
+def np_kl(p_logits: np.ndarray, q_logits: np.ndarray, t: float) -> np.ndarray:
+    def logsm(z):
+        z = z / t
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    lp, lq = logsm(np.asarray(p_logits, np.float64)), logsm(np.asarray(q_logits, np.float64))
+    return (np.exp(lp) * (lp - lq)).sum(-1)
+
+
+def test_alpha_one_is_cross_entropy(batch) -> None:
+    teacher, student, y, mask = batch
+    loss, parts = distill_loss(student, y, mask, alpha=1.0, temperature=3.0, teacher_logits=teacher)
+    ce = cross_entropy(student, y, mask)
+    assert float(loss) == pytest.approx(float(ce), rel=1e-6)
+    assert float(parts["kl"]) > 0.01  # the KL was computed, and weighted by zero
+    # without a teacher the loss is CE whatever alpha says
+    assert float(distill_loss(student, y, mask, alpha=0.2, temperature=2.0)[0]) == pytest.approx(float(ce), rel=1e-6)
+
+
+def test_identical_logits_give_zero_kl(batch) -> None:
+    teacher, _, y, mask = batch
+    for kind in ("forward", "reverse"):
+        assert abs(float(kl_full(teacher, teacher, mask, 2.0, kind))) < 1e-6
+        for tail in ("renorm", "bucket"):
+            assert abs(float(kl_topk(topk_of(teacher, 16, 2.0), teacher, mask, 2.0, kind, tail))) < 1e-5
+    loss, parts = distill_loss(teacher, y, mask, alpha=0.0, temperature=2.0, teacher_logits=teacher)
+    assert abs(float(loss)) < 1e-5 and abs(float(parts["kl"])) < 1e-6
+
+
+def test_top_k_with_k_equal_to_the_vocabulary_is_the_full_kl(batch) -> None:
+    teacher, student, _, mask = batch
+    for t in (1.0, 2.5):
+        for kind in ("forward", "reverse"):
+            full = float(kl_full(teacher, student, mask, t, kind))
+            for tail in ("renorm", "bucket"):
+                top = topk_of(teacher, CFG.vocab_size, t)
+                assert float(kl_topk(top, student, mask, t, kind, tail)) == pytest.approx(full, rel=1e-4, abs=1e-6)
+                # as the cache stores it: float16 log-probabilities
+                top16 = top._replace(logprobs=top.logprobs.astype(jnp.float16))
+                assert float(kl_topk(top16, student, mask, t, kind, tail)) == pytest.approx(full, rel=2e-2, abs=1e-3)
+    # a small K: renorm ignores the tail, bucket keeps it; both below the full KL's scale and finite
+    top = topk_of(teacher, 8, 2.0)
+    r, b = (float(kl_topk(top, student, mask, 2.0, "forward", tail)) for tail in ("renorm", "bucket"))
+    assert np.isfinite(r) and np.isfinite(b) and r != b
+
+
+def test_temperature_softens_and_t_squared_keeps_the_gradient_scale(batch) -> None:
+    teacher, student, y, mask = batch
+    m = np.asarray(mask)
+    for t in (1.0, 2.0, 4.0):
+        expected = (np_kl(teacher, student, t) * m).sum() / m.sum()
+        loss, parts = distill_loss(student, y, mask, alpha=0.3, temperature=t, teacher_logits=teacher)
+        assert float(parts["kl"]) == pytest.approx(expected, rel=1e-4)
+        ce = float(cross_entropy(student, y, mask))
+        assert float(loss) == pytest.approx(0.3 * ce + 0.7 * t * t * expected, rel=1e-4)
+    # softened: the teacher's entropy grows with T
+    ent = []
+    for t in (1.0, 2.0, 4.0):
+        p = jax.nn.softmax(teacher / t, axis=-1)
+        ent.append(float(-(p * jnp.log(p + 1e-30)).sum(-1).mean()))
+    assert ent[0] < ent[1] < ent[2]
+    # T^2 * KL has a gradient of about the same size at large T (Hinton et al.), KL alone does not
+
+    def grad_norm(t: float, scaled: bool) -> float:
+        f = lambda s: (t * t if scaled else 1.0) * kl_full(teacher / 10, s, mask, t)  # noqa: E731
+        return float(jnp.linalg.norm(jax.grad(f)(student / 10)))
+
+    ratio_scaled = grad_norm(16.0, True) / grad_norm(8.0, True)
+    ratio_plain = grad_norm(16.0, False) / grad_norm(8.0, False)
+    assert 0.8 < ratio_scaled < 1.25 and ratio_plain < 0.3
+
+
+def test_quantile_filter_keeps_and_drops_by_the_quantile() -> None:
+    real = np.linspace(2.0, 4.0, 101)            # quantile 0.9 = 3.8
+    variants = np.array([1.0, 3.79, 3.8, 3.81, 5.0, np.nan, 2.5, 3.9])
+    names = ["noise", "noise", "noise", "noise", "noise", "noise", "synonyms", "synonyms"]
+    v = quantile_filter(real, variants, names, 0.9)
+    assert v.threshold == pytest.approx(3.8)
+    assert v.keep.tolist() == [True, True, True, False, False, False, True, False]
+    assert v.per_augmenter == {"noise": {"variants": 6, "kept": 3, "kept_fraction": 0.5},
+                               "synonyms": {"variants": 2, "kept": 1, "kept_fraction": 0.5}}
+    assert quantile_filter(real, variants, names, 1.0).keep.sum() == 6
+    assert quantile_filter(real, variants, names, 0.05).keep.tolist() == [True] + [False] * 7
+    with pytest.raises(ValueError):
+        quantile_filter(real, variants, names, 0.0)
+
+
+def test_batched_judge_equals_lm_evaluate_text_by_text(tok) -> None:
+    """Bucketed, padded, windowed scoring gives each text the bits per character lm.evaluate gives it."""
+    model = FlaxModel(CFG, init_params(CFG, 3), tok, {})
+    texts = gl_lines("test", 12) + [" ".join(gl_lines("test", 30)[12:20]), "Si."]
+    assert any(len(tok.encode(t)) > CFG.context for t in texts)  # windows are exercised
+    got = bits_per_char(model.nll, tok.encode, tok.eos_id, texts, CFG.context, tokens_per_batch=256)
+    for text, bpc in zip(texts, got):
+        stream = np.asarray([tok.eos_id] + tok.encode(text), np.int32)
+        nll, n = score_stream(model, stream, CFG.context // 2)
+        assert n == len(stream) - 1
+        assert bpc == pytest.approx(nll / LN2 / len(text), rel=1e-5)
+    assert buckets_for(128) == [16, 32, 48, 64, 96, 128] and buckets_for(32) == [16, 32]
+
+
+def test_noised_input_alignment_keeps_the_clean_length(tok) -> None:
+    clean = "A análise das políticas públicas de emprego"
+    noised = "A anális edas politicas públicas de empreog"
+    c, n = tok.encode(clean), tok.encode(noised)
+    a = align_noised(c, n)
+    assert len(a) == len(c) and a != c and set(a) <= set(c) | set(n)
+    assert align_noised(c, c) == c
+    # a pool of (clean parent, noised variant) pairs: targets are the clean text, inputs noised
+    from augment.noise import NoiseAugmenter
+    parents = gl_lines("train", 30)
+    noised = [v[0] if v else p for p, v in zip(parents, NoiseAugmenter(ops=["typo", "swap"], rate=0.2).augment_batch(parents, 3))]
+    pool = noised_pool("noise", tok, list(zip(parents, noised)), 32, "\n")
+    clean = text_pool("clean", tok, parents, 32, "\n")
+    assert pool.inputs.shape == clean.packed.tokens[:, :-1].shape
+    assert np.array_equal(pool.packed.tokens, clean.packed.tokens)  # the targets: clean text exactly
+    differ = (pool.inputs != pool.packed.tokens[:, :-1]).mean()
+    assert 0.02 < differ < 0.6

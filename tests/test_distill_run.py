@@ -1,0 +1,201 @@
+"""`python -m lm.distill` end to end with the tiny preset on a small real gl-ctg snapshot augmented
+by noise and MyThes synonyms: the report, the judge's filter, rounds, an interrupted run that
+resumes without retraining finished models, and a tiny random Hugging Face Llama teacher with its
+own tokenizer (sequence-level distillation)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import gl_lines, write_spec
+from lm.checkpoint import Checkpoints, RESUME_DIR
+from lm.distill import main as distill_main
+from lm.errors import run_cli
+from pipelines.augment import augment_snapshot
+from pipelines.build import build
+from pipelines.spec import load_spec
+
+MODELS = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
+FIELDS = {"params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}
+AUGMENT = """
+[augment]
+seed = 13
+[[augment.steps]]
+augmenter = "synonyms"
+backend = "mythes"
+rate = 0.2
+[[augment.steps]]
+augmenter = "noise"
+ops = ["swap", "typo", "strip_diacritics"]
+rate = 0.1
+variants = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("distill-corpus")
+    for split, n in (("train", 300), ("dev", 60), ("test", 60)):
+        (folder / f"{split}.txt").write_text("\n".join(gl_lines(split, n)) + "\n", encoding="utf-8")
+    body = "".join(f'[[sources]]\npath = "{s}.txt"\nformat = "lines"\nsplit = "{s}"\n' for s in ("train", "dev", "test"))
+    body += '[split]\nmethod = "source"\n[langid]\naction = "off"\n[dedup]\nnear = "off"\n' + AUGMENT
+    build(load_spec(write_spec(folder, body, name="gldistill")), str(folder / "out"))
+    augment_snapshot(str(folder / "out" / "gldistill"))
+    return folder / "out" / "gldistill"
+
+
+def stamp(path: Path) -> tuple[int, bytes]:
+    return path.stat().st_mtime_ns, path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A two-round tiny run, interrupted once inside `baseline` (after its first checkpoint), then
+    re-run with the same command. Returns the run folder and what the first attempt left."""
+    out = tmp_path_factory.mktemp("distill-run") / "run"
+    args = ["--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--rounds", "2", "--quiet",
+            "--cache", "always", "--noised-input"]
+    mp = pytest.MonkeyPatch()
+    original = Checkpoints.save
+
+    def save_then_die(self, which, step, arrays, meta):
+        original(self, which, step, arrays, meta)
+        if which == RESUME_DIR and self.run_dir.name == "baseline":
+            raise KeyboardInterrupt  # the machine goes down right after baseline's first checkpoint
+    mp.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        distill_main(args)
+    mp.undo()
+    models = out / "models"
+    finished = {p.parent.name: stamp(p) for p in models.glob("*/DONE.json")}
+    metrics = {p.parent.name: stamp(p) for p in models.glob("*/metrics.jsonl")}
+    baseline_step = Checkpoints(models / "baseline", read_only=True).latest_step()
+    assert run_cli(distill_main, args) == 0
+    return {"out": out, "finished": finished, "metrics": metrics, "baseline_step": baseline_step}
+
+
+def test_interrupted_run_resumes_without_retraining_finished_models(run: dict) -> None:
+    models = run["out"] / "models"
+    assert {"judge", "teacher", "student-r1"} <= set(run["finished"])  # finished before the interruption
+    assert "baseline" not in run["finished"] and run["baseline_step"] == 8
+    for name, before in run["finished"].items():
+        assert stamp(models / name / "DONE.json") == before, f"{name} was trained or evaluated again"
+        assert stamp(models / name / "metrics.jsonl") == run["metrics"][name]
+    # the baseline went on from its checkpoint: its metrics gained the second half only
+    lines = [json.loads(x) for x in (models / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "dev_bpc" in x] == [8, 16]
+    assert json.loads((models / "baseline" / "DONE.json").read_text())["steps"] == 16
+    # a third run has nothing left to do
+    again = {p.parent.name: stamp(p) for p in models.glob("*/DONE.json")}
+    assert distill_main(["--corpus", str(json.loads((run["out"] / "distill.json").read_text())["corpus"]),
+                         "--out", str(run["out"]), "--preset", "tiny", "--rounds", "2", "--quiet",
+                         "--cache", "always", "--noised-input"]) == 0
+    assert {p.parent.name: stamp(p) for p in models.glob("*/DONE.json")} == again
+
+
+def test_report_has_every_field(run: dict) -> None:
+    out = run["out"]
+    report = json.loads((out / "report.json").read_text())
+    assert {"corpus", "version", "preset", "rounds", "models", "augmenters"} <= set(report)
+    assert report["corpus"] == "gldistill" and report["preset"] == "tiny" and len(report["version"]) == 12
+    assert set(MODELS) <= set(report["models"])
+    for name in MODELS:
+        m = report["models"][name]
+        assert set(m) == FIELDS, name
+        assert m["params"] > 0 and m["train_seconds"] > 0 and m["tokens_per_second"] > 0
+        assert 0 < m["dev_bits_per_char"] < 20 and 0 < m["test_bits_per_char"] < 20
+    assert report["models"]["teacher"]["params"] >= 3 * report["models"]["student"]["params"]
+    assert set(report["augmenters"]) == {"noise", "synonyms"}
+    for a in report["augmenters"].values():
+        assert set(a) == {"variants", "kept", "kept_fraction"} and 0 <= a["kept"] <= a["variants"]
+        assert a["kept_fraction"] == pytest.approx(a["kept"] / a["variants"], abs=1e-4)
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    r1, r2 = report["rounds"]
+    assert r2["seed"] != r1["seed"] and r2["new_variants"] > 0  # round 2 re-ran pipelines.augment
+    for r in report["rounds"]:
+        assert {"weights", "gains", "augmenters", "dev_bits_per_char", "test_bits_per_char", "improved"} <= set(r)
+        assert sum(r["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert r2["weights"] == r1["next_weights"]
+    assert report["teacher_cache"]["rows_filled"] > 0
+    md = (out / "report.md").read_text()
+    for name in MODELS + ("noise", "synonyms"):
+        assert f"| {name} |" in md
+    for png in ("dev_bpc.png", "kept_fraction.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_judge_keeps_and_drops_by_the_quantile_of_real_sentences(run: dict) -> None:
+    out = run["out"]
+    report = json.loads((out / "report.json").read_text())
+    real = np.load(out / "judge" / "real_bpc.npy")
+    rows = pq.read_table(out / "rounds" / "r1" / "judged.parquet").to_pylist()
+    threshold = float(np.quantile(real, 0.9))
+    assert report["rounds"][0]["threshold_bits_per_char"] == pytest.approx(threshold)
+    assert all(r["kept"] == (r["bits_per_char"] <= threshold) for r in rows)
+    assert 0 < sum(r["kept"] for r in rows) < len(rows)
+    kept_ids = {r["id"] for r in pq.read_table(out / "rounds" / "r1" / "kept.parquet").to_pylist()}
+    assert kept_ids == {r["id"] for r in rows if r["kept"]}
+    # the judge trained on real text only; the teacher continued from it on kept variants
+    judge = json.loads((out / "models" / "judge" / "run.json").read_text())["distill"]
+    teacher = json.loads((out / "models" / "teacher" / "run.json").read_text())["distill"]
+    assert judge["data"] == "real" and teacher["data"] == "real+kept" and teacher["from"] == "judge"
+
+
+def test_bad_options_are_usage_errors(corpus: Path, tmp_path: Path, capsys) -> None:
+    base = ["--corpus", str(corpus), "--out", str(tmp_path / "r"), "--preset", "tiny", "--quiet"]
+    assert run_cli(distill_main, base + ["--alpha", "1.5"]) == 2
+    assert "--alpha" in capsys.readouterr().err
+    assert run_cli(distill_main, base + ["--keep-quantile", "0"]) == 2
+    assert run_cli(distill_main, ["--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "r2")]) == 1
+    assert "no corpus snapshot" in capsys.readouterr().err
+    assert run_cli(distill_main, base + ["--teacher-hf", str(tmp_path)]) == 1
+    assert "safetensors" in capsys.readouterr().err
+
+
+def make_tiny_llama(folder: Path) -> Path:
+    """A randomly initialised 2-layer Llama with a byte-level BPE of its own (not our tokenizer)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(gl_lines("train", 500), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_teacher_with_another_tokenizer_distils_by_its_samples(corpus: Path, tmp_path: Path) -> None:
+    hf = make_tiny_llama(tmp_path / "llama")
+    assert (hf / "model.safetensors").is_file() and not list(hf.glob("*.bin"))
+    out = tmp_path / "run"
+    assert run_cli(distill_main, ["--corpus", str(corpus), "--out", str(out), "--preset", "tiny",
+                                  "--teacher-hf", str(hf), "--keep-quantile", "1.0", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher_logits"].startswith("sequence-level")
+    assert "teacher-sample" in report["augmenters"] and report["augmenters"]["teacher-sample"]["variants"] > 0
+    samples = pq.read_table(out / "rounds" / "r1" / "judged.parquet").to_pylist()
+    ts = [r for r in samples if r["augmenter"] == "teacher-sample"]
+    assert ts and all(np.isfinite(r["bits_per_char"]) for r in ts)  # judged like the rest
+    train = {r["id"] for r in pq.read_table(sorted((corpus).glob("*/train"))[0]).to_pylist()}
+    assert all(r["parent_id"] in train for r in ts)
+    teacher = report["models"]["teacher"]
+    assert teacher["params"] > 0 and teacher["train_seconds"] is None  # not trained here
+    # the student's tokenizer is ours, not the teacher's
+    assert not (out / "models" / "student-r1" / "tokenizer.model").read_bytes().startswith(b"{")
+    assert set(MODELS) <= set(report["models"])
+    no_aug = json.loads((out / "models" / "student_no_aug" / "DONE.json").read_text())
+    no_kd = json.loads((out / "models" / "student_no_kd" / "DONE.json").read_text())
+    assert no_aug["pools"] == ["teacher-sample"] and "teacher-sample" not in no_kd["pools"]
