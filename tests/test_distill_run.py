@@ -199,3 +199,17 @@ def test_hugging_face_teacher_with_another_tokenizer_distils_by_its_samples(corp
     no_aug = json.loads((out / "models" / "student_no_aug" / "DONE.json").read_text())
     no_kd = json.loads((out / "models" / "student_no_kd" / "DONE.json").read_text())
     assert no_aug["pools"] == ["teacher-sample"] and "teacher-sample" not in no_kd["pools"]
+
+
+def test_our_run_as_teacher_lends_its_tokenizer_and_judges(run: dict, corpus: Path, tmp_path: Path) -> None:
+    teacher = run["out"] / "models" / "teacher"
+    out = tmp_path / "run"
+    assert run_cli(distill_main, ["--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--teacher",
+                                  str(teacher), "--no-baselines", "--cache", "never", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher_logits"] == "computed in the student's step"
+    assert (out / "tokenizer.model").read_bytes() == (teacher / "tokenizer.model").read_bytes()
+    assert not (out / "models" / "judge").exists()  # the given teacher judges; nothing is trained for it
+    given = json.loads((teacher / "run.json").read_text())["params"]
+    assert report["models"]["teacher"]["params"] == given > report["models"]["student"]["params"]
+    assert report["rounds"][0]["new_variants"] > 0 and {"teacher", "student"} <= set(report["models"])

@@ -2,7 +2,6 @@
 and the real/augmented mixture."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
