@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from lm.errors import CheckpointError, UsageError, run_cli
@@ -75,7 +76,7 @@ def export_hf(model: FlaxModel, out: Path) -> Path:
 
     tmp = _staging(out)
     eos = model.tokenizer.eos_id
-    save_file(hf_state_dict(jax_to_numpy(model.params), model.cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    save_file(hf_state_dict(jax.tree.map(np.asarray, model.params), model.cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
     _write_json(tmp / "config.json", llama_config_dict(model.cfg, eos))
     _write_json(tmp / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos, "do_sample": True,
                                                  "temperature": 0.8, "max_length": model.cfg.context})
@@ -90,7 +91,7 @@ def export_int8(model: FlaxModel, out: Path, embeddings: bool = True) -> Path:
     from safetensors.numpy import save_file
 
     tmp = _staging(out)
-    tree = quantize_params(jax_to_numpy(model.params), embeddings=embeddings)
+    tree = quantize_params(jax.tree.map(np.asarray, model.params), embeddings=embeddings)
     save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, str(tmp / WEIGHTS),
               metadata={"format": "scarce-lm-int8"})
     model.tokenizer.save(tmp / MODEL_FILE)
@@ -98,12 +99,6 @@ def export_int8(model: FlaxModel, out: Path, embeddings: bool = True) -> Path:
                                                scales="per output channel, symmetric, max |w| / 127"))
     _publish(tmp, out)
     return out
-
-
-def jax_to_numpy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: jax_to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
 
 
 # ---- loading -------------------------------------------------------------------------------

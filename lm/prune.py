@@ -32,7 +32,6 @@ from lm.corpus import open_snapshot
 from lm.data import pack, token_stream
 from lm.errors import UsageError, run_cli
 from lm.evaluate import evaluate
-from lm.export import jax_to_numpy
 from lm.kd_train import PhaseConfig, train_phase, write_run_json
 from lm.loader import FlaxModel, load_model
 from lm.mixture import MixBatches
@@ -129,7 +128,7 @@ def prune_run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{src}: the run names no corpus; give --corpus")
     snap = open_snapshot(corpus)
     cfg, tok = model.cfg, model.tokenizer
-    params = jax_to_numpy(model.params)
+    params = jax.tree.map(np.asarray, model.params)
     keep = magnitude_masks(params, args.sparsity, args.scope)
     pruned = jax.tree.map(lambda w, k: w * k, params, keep)
     report: dict[str, Any] = {"source": str(src), "checkpoint": model.info.get("checkpoint"), "scope": args.scope,
@@ -157,7 +156,7 @@ def prune_run(args: argparse.Namespace) -> dict[str, Any]:
         ckpts.close()
     final = load_model(out)
     report["finetuned" if args.finetune_steps else "final"] = _scores(final, corpus)
-    report["sparsity"], report["nonzero_params"] = sparsity_of(jax_to_numpy(final.params))
+    report["sparsity"], report["nonzero_params"] = sparsity_of(jax.tree.map(np.asarray, final.params))
     report["params"] = cfg.n_params()
     (out / PRUNE_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

@@ -156,19 +156,17 @@ class TeacherCache:
     def lookup(self, batch: Batch, pools: list[Pool]) -> TopK:
         """The top-k of every row of a batch ([B, T, K]); rows not cached yet are computed first."""
         b, t = batch.targets.shape
-        for k in np.unique(batch.pools):
-            sel = batch.pools == k
-            c = self._open[pools[int(k)].name]
-            missing = batch.rows[sel][~c["filled"][batch.rows[sel]]]
-            if len(missing):
-                self._compute(pools[int(k)], np.unique(missing), b)
         out_i = np.empty((b, t, self.k), np.int32)
         out_v = np.empty((b, t, self.k), np.float16)
         for k in np.unique(batch.pools):
             sel = batch.pools == k
+            rows = batch.rows[sel]
             c = self._open[pools[int(k)].name]
-            out_i[sel] = c["indices"][batch.rows[sel]]
-            out_v[sel] = c["logprobs"][batch.rows[sel]]
+            missing = rows[~c["filled"][rows]]
+            if len(missing):
+                self._compute(pools[int(k)], np.unique(missing), b)
+            out_i[sel] = c["indices"][rows]
+            out_v[sel] = c["logprobs"][rows]
         return TopK(out_i, out_v)
 
     def stats(self) -> dict[str, Any]:
