@@ -18,9 +18,10 @@ import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from augment.base import Augmenter, AugmenterError, rngs
+from augment.util import first_line
 
 # ISO 639-1 and -3 spellings that Apertium's mode names use.
 CODES = {"en": ("eng", "en"), "es": ("spa", "es"), "gl": ("glg", "gl"), "pt": ("por", "pt"), "ca": ("cat", "ca"),
@@ -136,7 +137,7 @@ class TransformersRoundTrip:
                 tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
                 model = AutoModelForSeq2SeqLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
             except (OSError, ValueError) as exc:
-                raise AugmenterError(f"cannot load translation model {path}: {str(exc).splitlines()[0]}") from None
+                raise AugmenterError(f"cannot load translation model {path}: {first_line(exc)}") from None
             self.models[path] = (tok, model.to(self.device).eval())
         return self.models[path]
 
@@ -184,9 +185,13 @@ class BackTranslateAugmenter(Augmenter):
             raise ValueError(f"unknown backtranslate backend {backend!r} (apertium, transformers)")
         super().__init__(variants=variants, backend=backend, pivot=pivots, markers=markers, **backend_options)
         self.language, self.pivots, self.backend, self.markers = language, pivots, backend, markers
-        self.context_free = backend != "apertium"
+        self.context_free = self.is_context_free({"backend": backend})
         self.options = backend_options
         self.engines: list[Any] = []
+
+    @classmethod
+    def is_context_free(cls, params: Mapping[str, Any]) -> bool:
+        return params.get("backend", "apertium") != "apertium"
 
     def setup(self) -> None:
         if self.engines:

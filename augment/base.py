@@ -11,7 +11,7 @@ import hashlib
 import json
 import random
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 
 class AugmenterError(Exception):
@@ -47,8 +47,20 @@ class Augmenter(ABC):
         self.variants = variants
         self.params = {"variants": variants, **params}
 
+    @classmethod
+    def is_context_free(cls, params: Mapping[str, Any]) -> bool:
+        """`context_free` of an augmenter built from a step's `params`, asked before building one."""
+        return cls.context_free
+
     def setup(self) -> None:
         """Load dictionaries, start nothing per sentence; called once per worker."""
+
+    def set_stopwords(self, words: Iterable[str]) -> None:
+        """The corpus's most frequent words, for augmenters that need a stop-word list (else ignored)."""
+
+    def variant_params(self, k: int) -> dict[str, Any]:
+        """The parameters that made the `k`-th variant of a text (its provenance)."""
+        return self.params
 
     @abstractmethod
     def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:

@@ -46,6 +46,11 @@ class Step:
     def build(self, language: str) -> Augmenter:
         return AUGMENTERS[self.kind](language=language, **self.params)
 
+    @property
+    def context_free(self) -> bool:
+        """Whether this step's output for a record ignores its batch-mates (known without building it)."""
+        return AUGMENTERS[self.kind].is_context_free(self.params)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -86,8 +91,10 @@ def parse_augment(table: dict[str, Any], language: str) -> AugmentConfig:
         if name in names:
             name = f"{name}-{i}"
         names.add(name)
-        accepted = set(inspect.signature(AUGMENTERS[kind].__init__).parameters) - {"self", "language", "thesaurus", "stopwords"}
-        if kind != "backtranslate":
+        signature = inspect.signature(AUGMENTERS[kind].__init__).parameters
+        accepted = set(signature) - {"self", "language", "thesaurus", "stopwords"}
+        # An augmenter taking **options (back-translation's) hands them to its backend unchecked here.
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
             bad = sorted(set(params) - accepted)
             if bad:
                 raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from augment.base import AugmenterError
+from augment.util import cache_dir, write_text_atomic
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 MYTHES_DIRS = (Path("/usr/share/mythes"), Path("/usr/share/hunspell"), Path("/usr/share/myspell/dicts"))
@@ -39,11 +40,6 @@ class Thesaurus(Protocol):
         """Synonyms of `word` (lower case in, dictionary forms out), without `word` itself."""
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("SCARCE_LM_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "scarce-lm")
-    return Path(base).expanduser()
-
-
 def debian_wordnet_root(source: Path = DEBIAN_WORDNET) -> Path:
     """A private NLTK data root whose corpora/wordnet links to Debian's files, plus lexnames."""
     missing = [f for f in _WORDNET_FILES if not (source / f).exists()]
@@ -51,7 +47,7 @@ def debian_wordnet_root(source: Path = DEBIAN_WORDNET) -> Path:
         hint = "wordnet-sense-index" if missing == ["index.sense"] else "wordnet-base wordnet-sense-index"
         raise AugmenterError(f"WordNet files missing in {source}: {', '.join(missing)}; install Debian's {hint} "
                              "(apt-get install wordnet-base wordnet-sense-index) or NLTK's wordnet data")
-    root = _cache_dir() / "nltk_data"
+    root = cache_dir() / "nltk_data"
     target = root / "corpora" / "wordnet"
     target.mkdir(parents=True, exist_ok=True)
     for name in _WORDNET_FILES:
@@ -65,9 +61,7 @@ def debian_wordnet_root(source: Path = DEBIAN_WORDNET) -> Path:
     lexnames = target / "lexnames"
     if not lexnames.exists():
         text = "".join(f"{i:02d}\t{n}\t{_LEX_CATEGORY[n.split('.')[0]]}\n" for i, n in enumerate(LEXNAMES))
-        tmp = target / f".lexnames.{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, lexnames)
+        write_text_atomic(lexnames, text)
     return root
 
 

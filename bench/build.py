@@ -18,30 +18,28 @@ spec reads them) it times:
   start-up included, not the subprocess's own start and imports.
 
 records/s = input records / wall seconds, best of REPEATS runs. Writes bench/results/build.json
-and the "Corpus build" section of bench/README.md.
+and the "Corpus build" section of bench/README.md (template: bench/templates/build.md);
+`--readme` rewrites that section from the results JSON without running anything.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import readers  # noqa: E402
-from pipelines.build import build  # noqa: E402
-from pipelines.fetch import resolve_sources  # noqa: E402
-from pipelines.spec import CorpusSpec, load_spec  # noqa: E402
-from bench.common import machine, update_readme  # noqa: E402
+from bench.common import (fresh_log, load_1m, machine, md_row, parser, readme_only, render,  # noqa: E402
+                          stderr_to, timed_call, update_readme, write_results)
+
+if TYPE_CHECKING:
+    from pipelines.spec import CorpusSpec
 
 MIRROR = ROOT.parent / "shared" / "data"
 WORK = ROOT / "bench" / "work"
@@ -73,23 +71,10 @@ shingle = "word"
 """
 
 
-@contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """Send fd 2 (Beam's and datatrove's logs, child processes included) to a file."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "a") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def bench_spec(path: Path, folder: Path) -> CorpusSpec:
     """A copy of the spec with its [langid], [filters] and [dedup] tables replaced."""
+    from pipelines.spec import load_spec
+
     kept, drop = [], False
     for line in path.read_text(encoding="utf-8").splitlines():
         header = re.match(r"^\[([A-Za-z_]+)\]\s*(#.*)?$", line)
@@ -104,6 +89,9 @@ def bench_spec(path: Path, folder: Path) -> CorpusSpec:
 
 def units(spec: CorpusSpec) -> list[str]:
     """The texts of the units our reader yields: the records both tools get."""
+    from pipelines import readers
+    from pipelines.fetch import resolve_sources
+
     infos = [readers.source_info(r, spec) for r in resolve_sources(spec, str(MIRROR))]
     return [item["text"] for info in infos for kind, item in readers.read_source(info) if kind == "ok"]
 
@@ -119,11 +107,12 @@ def write_jsonl(texts: list[str], folder: Path, shards: int) -> None:
 
 
 def run_ours(spec: CorpusSpec, beam_args: list[str]) -> dict[str, Any]:
+    from pipelines.build import build
+
     out = Path(tempfile.mkdtemp(dir=WORK, prefix="ours-"))
     try:
-        start = time.perf_counter()
-        stats = build(spec, str(out), mirror=str(MIRROR), beam_args=beam_args)["stats"]
-        seconds = time.perf_counter() - start
+        seconds, built = timed_call(build, spec, str(out), mirror=str(MIRROR), beam_args=beam_args)
+        stats = built["stats"]
     finally:
         shutil.rmtree(out, ignore_errors=True)
     quality = sum(stats["stages"].get("quality", {}).values())
@@ -180,58 +169,26 @@ def table(results: dict[str, Any]) -> str:
     for name, corpus in results["corpora"].items():
         for r in corpus["rows"]:
             ratio = f"{r['ratio_vs_datatrove']:.2f}" if "ratio_vs_datatrove" in r else ""
-            lines.append(f"| {name} | {r['tool']} | {r['mode']} | {r['input']} | {r['kept']} | {r['filtered']} "
-                         f"| {r['duplicates']} | {r['seconds']:.2f} | {r['records_per_s']:.0f} | {ratio} |")
+            lines.append(md_row(name, r["tool"], r["mode"], r["input"], r["kept"], r["filtered"], r["duplicates"],
+                                f"{r['seconds']:.2f}", f"{r['records_per_s']:.0f}", ratio))
     return "\n".join(lines)
 
 
 def readme_section(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    return f"""{SECTION}
-
-Our Beam build (`pipelines.build.build`, in-process) against datatrove {m['datatrove']} on the same
-records and stages, best of {REPEATS} runs, on {m['cpu_count']} CPUs ({m['cpu']}), Python {m['python']},
-apache-beam {m['apache-beam']}. Run: `.venv/bin/python bench/build.py`; numbers in
-`results/build.json`. The 1-minute load average was {m['load_avg_1m'][0]} before the run and
-{m['load_avg_1m'][1]} after it: with other work on the machine, wall times are noisy.
-
-{table(results)}
-
-- Records: gl-ctg is its three files, one record a line; tinyshakespeare is paragraphs (its spec,
-  tail split). Both tools get the units our reader yields.
-- Ours runs a copy of each spec with the quality filters on (our defaults), exact and near dedup
-  on (`near = "drop"`, threshold 0.7, word 5-gram shingles like datatrove's rather than our
-  default character 5-grams) and langid off. Its time is the whole `build()` call: source
-  resolution, Beam pipeline start-up, the run and writing the Parquet snapshot. "filtered" is
-  its quality stage's rejections, "duplicates" its exact and near duplicates.
-- datatrove runs JsonlReader, GopherRepetitionFilter (defaults), JsonlWriter and the four MinHash
-  stages (word 5-grams, 14 buckets x 8 hashes, 32-bit sha1 shingle hashes, whitespace words)
-  with LocalPipelineExecutor (buckets stage: 14 tasks) in its own process
-  (`bench/datatrove_build.py`). Its time covers the four executors, worker start-up included,
-  but not writing the input JSONL nor that process's start and imports.
-- ours/datatrove compares records/s: DirectRunner with datatrove at 1 task, multi_processing x2
-  with datatrove at 2 tasks; above 1 means ours is faster.
-- The stages are close, not identical. Our quality stage also has length, symbol, digit and
-  alpha rules, and applies the Gopher repetition rules only from 50 words and only to n-grams
-  that repeat; datatrove's filter applies them to every record and counts the top n-gram even
-  when it occurs once, so most short records (a sentence, a short speech) fail its top 2-, 3- or
-  4-gram rule: hence its large "filtered" count, and fewer records reach its dedup. Our near
-  dedup confirms bucket candidates by estimated Jaccard >= 0.7 and keeps one copy per cluster by
-  split; datatrove's drops every bucket match but one.
-"""
+    return render("build", title=SECTION, m=results["machine"], repeats=results["repeats"], table=table(results))
 
 
-def main() -> int:
-    WORK.mkdir(parents=True, exist_ok=True)
-    log = WORK / "build-bench.log"
-    log.write_text("")
-    load_before = os.getloadavg()[0]
+def main(argv: list[str] | None = None) -> int:
+    args = parser("corpus build benchmark: ours against datatrove").parse_args(argv)
+    if readme_only(args.readme, SECTION, RESULTS, readme_section):
+        return 0
+    log = fresh_log(WORK / "build-bench.log")
+    load_before = load_1m()
     results = {"machine": machine("apache-beam", "datatrove"), "repeats": REPEATS,
                "corpora": {name: bench_corpus(name, path, log) for name, path in CORPORA.items()}}
     # Other work on the machine skews wall times; the 1-minute load average tells how much.
-    results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    results["machine"]["load_avg_1m"] = [load_before, load_1m()]
+    write_results(RESULTS, results)
     update_readme(SECTION, readme_section(results))
     print(table(results))
     print(f"logs: {log}; results: {RESULTS.relative_to(ROOT)}")

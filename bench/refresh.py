@@ -4,25 +4,23 @@ against a full rebuild of the same corpus, all in one run on this machine.
 The corpus is gl-ctg cut into six local sources (train in four parts, dev, test). Times are wall
 seconds of the whole command as a scheduler would run it (`pipelines.refresh` in-process,
 `pipelines.build` into an empty folder for the full rebuild). Writes bench/results/refresh.json
-and the "Refresh" section of bench/README.md.
+and the "Refresh" section of bench/README.md (template: bench/templates/refresh.md); `--readme`
+rewrites that section from the results JSON without running anything.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.build import build  # noqa: E402
-from pipelines.refresh import refresh  # noqa: E402
-from pipelines.spec import load_spec  # noqa: E402
-from bench.common import update_readme  # noqa: E402
+from bench.common import (load_1m, parser, readme_only, render, timed_call, update_readme,  # noqa: E402
+                          write_results)
 
 SHARED = ROOT.parent / "shared" / "data" / "gl-ctg"
 RESULTS = ROOT / "bench" / "results" / "refresh.json"
@@ -48,27 +46,25 @@ def make_corpus(folder: Path) -> Path:
     return spec
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return time.perf_counter() - start, result
+def measure() -> dict[str, Any]:
+    from pipelines.build import build
+    from pipelines.refresh import refresh
+    from pipelines.spec import load_spec
 
-
-def main() -> None:
-    load_before = os.getloadavg()[0]
+    load_before = load_1m()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         spec_path = make_corpus(tmp)
         out = tmp / "out"
-        first, _ = timed(refresh, load_spec(spec_path), str(out))
-        unchanged = min(timed(refresh, load_spec(spec_path), str(out))[0] for _ in range(3))
+        first, _ = timed_call(refresh, load_spec(spec_path), str(out))
+        unchanged = min(timed_call(refresh, load_spec(spec_path), str(out))[0] for _ in range(3))
         with open(tmp / "dev.txt", "a", encoding="utf-8") as f:  # the dev source grows by 60 sentences
             f.write("\n".join(lines("dev")[-60:]) + "\n")
-        incremental, result = timed(refresh, load_spec(spec_path), str(out))
-        full, _ = timed(build, load_spec(spec_path), str(tmp / "fresh"))
-    numbers = {
+        incremental, result = timed_call(refresh, load_spec(spec_path), str(out))
+        full, _ = timed_call(build, load_spec(spec_path), str(tmp / "fresh"))
+    return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)},
+                    "load_average_before": load_before, "load_average_after": load_1m()},
         "corpus": "gl-ctg as 6 local sources (train in 4 parts, dev, test)",
         "first_refresh_s": round(first, 2),
         "unchanged_refresh_s": round(unchanged, 3),
@@ -79,24 +75,21 @@ def main() -> None:
         "changed_sources": result["changed_sources"], "processed_sources": result["processed_sources"],
         "added": result["added"],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
-    table = "\n".join([
-        SECTION, "",
-        f"gl-ctg as six local sources; one run on {numbers['machine']['cpus']} CPUs, load average "
-        f"{numbers['machine']['load_average_before']} before and {numbers['machine']['load_average_after']} after. "
-        "Run: `.venv/bin/python bench/refresh.py`; numbers in `results/refresh.json`.", "",
-        "| run | wall s | vs full rebuild |", "|---|---:|---:|",
-        f"| full rebuild (empty folder) | {numbers['full_rebuild_s']} | 1.00 |",
-        f"| refresh, nothing changed | {numbers['unchanged_refresh_s']} | {numbers['unchanged_over_full']:.3f} |",
-        f"| refresh, one source of six grew (+{numbers['added']} records) | {numbers['one_source_changed_refresh_s']} "
-        f"| {numbers['incremental_over_full']:.2f} |",
-        "",
-        f"The incremental refresh reprocessed only {', '.join(numbers['processed_sources'])}; the other sources came from",
-        "the per-source cache, and dedup, split and writing ran over the whole corpus.", "",
-    ])
-    update_readme(SECTION, table)
-    print(table)
+
+
+def readme_section(numbers: dict[str, Any]) -> str:
+    return render("refresh", title=SECTION, processed=", ".join(numbers["processed_sources"]), **numbers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser("refresh benchmark: incremental refresh against a full rebuild").parse_args(argv)
+    if readme_only(args.readme, SECTION, RESULTS, readme_section):
+        return
+    numbers = measure()
+    write_results(RESULTS, numbers)
+    section = readme_section(numbers)
+    update_readme(SECTION, section)
+    print(section)
 
 
 if __name__ == "__main__":

@@ -23,41 +23,35 @@ Writes bench/results/train.json and the "Training" section of bench/README.md.
    warms the compilation and token caches), and the number of steps is set to fit the budget;
    `--max-seconds` stops training early should the machine slow down during the run.
    Training, like the speed test, uses one XLA device per CPU core (`lm.parallel.use_cpu_cores`).
+
+The README section's prose is in bench/templates/train.md. `--readme` (or `--only readme`)
+rewrites the section from results/train.json without running anything (nor importing JAX or
+PyTorch: the frameworks are imported inside the functions that measure).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
+from bench.common import (load_1m, machine as common_machine, md_row, parser, read_results,  # noqa: E402
+                          readme_only, render, timed_command, update_readme, write_results)
 
-from lm import parallel  # noqa: E402
+if TYPE_CHECKING:
+    import numpy as np
 
-parallel.use_cpu_cores()  # what `lm.train` does: one XLA device per core, set before JAX starts
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-from lm.model import ModelConfig, init_params, preset  # noqa: E402
-from lm.train import TrainSettings, make_optimizer, make_train_step  # noqa: E402
-from bench.common import machine as common_machine, update_readme  # noqa: E402
+    from lm.model import ModelConfig
 
 WORK = ROOT / "bench" / "work" / "train"
 RESULTS = ROOT / "bench" / "results" / "train.json"
-README = ROOT / "bench" / "README.md"
 SECTION = "## Training (bench/train.py)"
 PY = sys.executable
 
@@ -85,6 +79,11 @@ def best_time(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def matmul_peaks() -> dict[str, float]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
     n = MATMUL_N
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
     f = jax.jit(lambda x, y: x @ y)
@@ -97,23 +96,35 @@ def matmul_peaks() -> dict[str, float]:
 
 # ---- speed ----------------------------------------------------------------------------------
 def jax_stepper(cfg: ModelConfig, batch: int, tokens: np.ndarray) -> Callable[[], None]:
-    settings = TrainSettings(batch=batch)
-    tx, _ = make_optimizer(settings, decay_steps=10_000, warmup=100)
+    """One training step of ours, the jitted step of `lm.trainer` with the cross-entropy loss."""
+    import jax
+    import numpy as np
+
+    from lm import parallel
+    from lm.losses import LossConfig
+    from lm.model import init_params
+    from lm.trainer import OptimConfig, make_optimizer, make_step
+
+    tx, _ = make_optimizer(OptimConfig(decay_steps=10_000, warmup=100))
     mesh = parallel.make_mesh()
-    step = make_train_step(cfg, tx, mesh)
+    step = make_step(cfg, LossConfig(), tx, mesh)
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     params = parallel.put(init_params(cfg, 0), repl)
     state = {"params": params, "opt": parallel.put(tx.init(params), repl)}
-    x, y = (jax.device_put(v, data) for v in (tokens[:, :-1], tokens[:, 1:]))
-    m = jax.device_put(np.ones(x.shape, np.float32), data)
+    arrays = jax.device_put({"x": tokens[:, :-1], "y": tokens[:, 1:],
+                             "m": np.ones(tokens[:, 1:].shape, np.float32)}, data)
 
     def run() -> None:
-        state["params"], state["opt"], loss = step(state["params"], state["opt"], x, y, m)
-        loss.block_until_ready()
+        state["params"], state["opt"], losses = step(state["params"], state["opt"], {}, arrays)
+        losses[0].block_until_ready()
     return run
 
 
 def torch_stepper(cfg: ModelConfig, batch: int, tokens: np.ndarray, attn: str) -> tuple[Callable[[], None], int]:
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
@@ -140,6 +151,10 @@ def torch_stepper(cfg: ModelConfig, batch: int, tokens: np.ndarray, attn: str) -
 
 
 def speed(batch: int, peak: float) -> dict[str, Any]:
+    import numpy as np
+
+    from lm.model import preset
+
     cfg = preset("student", vocab_size=VOCAB, context=CONTEXT)
     tokens = np.random.default_rng(1).integers(0, VOCAB, (batch, CONTEXT + 1)).astype(np.int32)
     runners = {"jax": jax_stepper(cfg, batch, tokens)}
@@ -162,7 +177,7 @@ def speed(batch: int, peak: float) -> dict[str, Any]:
     fpt = cfg.flops_per_token()
     return {
         "batch": batch, "context": CONTEXT, "params": cfg.n_params(), "flops_per_token": fpt,
-        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "load_avg_1m_after": load_1m(),
         "tokens_per_s": {k: round(v, 1) for k, v in best.items()},
         "tokens_per_s_median": {k: round(statistics.median(v), 1) for k, v in rounds.items()},
         "torch_baseline": torch_best,
@@ -171,14 +186,23 @@ def speed(batch: int, peak: float) -> dict[str, Any]:
     }
 
 
+def measure_speed() -> dict[str, Any]:
+    """The peak and the speed rows, in-process."""
+    from lm import parallel
+
+    parallel.use_cpu_cores()  # what `lm.train` does: one XLA device per core, set before JAX starts
+    peaks = matmul_peaks()
+    peak = max(peaks.values())
+    return {"peak": {**peaks, "peak_gflops": peak}, "speed": [speed(b, peak) for b in BATCHES]}
+
+
 # ---- quality --------------------------------------------------------------------------------
 def shakespeare_snapshot() -> Path:
     out = WORK / "corpora"
     corpus = out / "tinyshakespeare"
     if not (corpus / "LATEST").exists():
-        subprocess.run([PY, "-m", "pipelines.build", "corpora/tinyshakespeare.toml", "--out", str(out),
-                        "--mirror", str(ROOT.parent / "shared" / "data")], cwd=ROOT, check=True,
-                       capture_output=True)
+        timed_command([PY, "-m", "pipelines.build", "corpora/tinyshakespeare.toml", "--out", str(out),
+                       "--mirror", str(ROOT.parent / "shared" / "data")])
     return corpus
 
 
@@ -190,22 +214,13 @@ def train_cmd(corpus: Path, out: Path, steps: int) -> list[str]:
             *QUALITY_ARGS]
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
-    t = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return wall, done.stdout
-
-
 def wait_for_quiet(limit_s: float = 180, below: float = 1.5) -> float:
     """Wait (up to limit_s) for the 1-minute load average to drop below `below`: the quality run
     has a wall-clock budget, and other work on the machine would spend it. Returns the load."""
     end = time.time() + limit_s
     while os.getloadavg()[0] >= below and time.time() < end:
         time.sleep(10)
-    return round(os.getloadavg()[0], 2)
+    return load_1m()
 
 
 def quality() -> dict[str, Any]:
@@ -215,7 +230,7 @@ def quality() -> dict[str, Any]:
     shutil.rmtree(cal, ignore_errors=True)
     shutil.rmtree(run, ignore_errors=True)
     cal_steps = 30
-    cal_wall, _ = timed(train_cmd(corpus, cal, cal_steps))
+    cal_wall, _ = timed_command(train_cmd(corpus, cal, cal_steps))
     rows = [json.loads(x) for x in (cal / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > 1]
     info = json.loads((cal / "run.json").read_text())
@@ -224,8 +239,8 @@ def quality() -> dict[str, Any]:
     loop = cal_steps / steps_per_s
     overhead = cal_wall - loop  # start-up, tokenizer, compilation (cached now), checkpoint, final eval
     steps = int((BUDGET_S - overhead) * steps_per_s * SAFETY)
-    wall, _ = timed(train_cmd(corpus, run, steps))
-    _, out = timed([PY, "-m", "lm.evaluate", str(run), "--split", "test", "--json"])
+    wall, _ = timed_command(train_cmd(corpus, run, steps))
+    _, out = timed_command([PY, "-m", "lm.evaluate", str(run), "--split", "test", "--json"])
     ev = json.loads(out)
     info = json.loads((run / "run.json").read_text())
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -243,97 +258,47 @@ def quality() -> dict[str, Any]:
 
 # ---- report ---------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
+    import jax
+    import torch
+
     return common_machine("flax", "transformers") | {"jax": jax.__version__, "torch": torch.__version__,
                                                      "torch_threads": torch.get_num_threads()}
 
 
 def readme_section(r: dict[str, Any]) -> str:
-    m, q, peak = r["machine"], r["quality"], r["peak"]
+    q = r["quality"]
     speed_rows = "\n".join(
-        f"| {s['batch']} x {s['context']} | {s['tokens_per_s']['jax']:.0f} | {s['tokens_per_s'][s['torch_baseline']]:.0f} "
-        f"({s['torch_baseline'].removeprefix('torch_')}) | **{s['ratio']:.2f}x** | {100 * s['mfu']['jax']:.1f}% "
-        f"| {100 * s['mfu'][s['torch_baseline']]:.1f}% |" for s in r["speed"])
-    t = q["test"]
-    return f"""{SECTION}
-
-One run of `.venv/bin/python bench/train.py` on {m['cpu_count']} CPUs ({m['cpu']}), jax {m['jax']},
-flax {m['flax']}, torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']};
-numbers in `results/train.json`. The 1-minute load average was {m['load_avg_1m'][0]} before the run
-and {m['load_avg_1m'][1]} after it: other work (another engineer's tests) shared the CPUs, so
-absolute rates are low and noisy; speed rounds alternate between the frameworks so both see the
-same conditions (1-minute load after each speed row: {', '.join(str(x['load_avg_1m_after']) for x in r['speed'])};
-at the start of the quality run: {q['load_avg_1m_at_start']}).
-
-**Speed**: `student` preset ({r['speed'][0]['params']:,} parameters, vocab {VOCAB}), training
-tokens/s, best of {ROUNDS} alternating rounds of {STEPS} steps. Ours runs as `lm.train` does on a
-CPU: one XLA device per core, the batch split between them (data parallel); PyTorch uses its
-{m['torch_threads']} intra-op threads. Matmul peak (float32
-{MATMUL_N}x{MATMUL_N}): jax {peak['jax_gflops']:.0f} GFLOP/s, torch {peak['torch_gflops']:.0f}
-GFLOP/s; MFU is against the faster, {peak['peak_gflops']:.0f} GFLOP/s.
-
-| batch x context | ours (Flax, jax.jit) tok/s | PyTorch LlamaForCausalLM tok/s | ours / PyTorch | ours MFU | PyTorch MFU |
-|---|---:|---:|---:|---:|---:|
-{speed_rows}
-
-Read these with care. Both the rates and the peak were measured under the same contention, so
-the MFU figures are against a depressed peak ({peak['peak_gflops']:.0f} GFLOP/s; 130 quiet) and read
-high. PyTorch loses much more than XLA when other processes share the cores: in an earlier,
-quieter run of this script (load 1.3, ours then on a single XLA device) PyTorch eager did 8,771
-tok/s at batch 12 against our 6,788 (0.77x); one device per core is what fixed our side (about
-1.35x on its own, measured under load). Under contention ours is 2.4-3.3x PyTorch; on a quiet
-machine expect the batch-12 ratio near 1x, and the aim of 1.5x is not shown there yet.
-
-**Quality at nanoGPT's CPU budget**: Tiny Shakespeare, test = the published validation text
-(last 10% of input.txt, {t['chars']:,} characters), whole `lm.train` command at most {q['budget_s']:.0f} s wall.
-
-| model | params | wall s | test bits/char | test nats/char |
-|---|---:|---:|---:|---:|
-| nanoGPT char-level (4 layers, 128 wide, context 64, 2000 iters) | 0.80M | about 98 | {NANOGPT['on_this_machine'] / 0.6931471805599453:.3f} | 1.88 (1.8857 here) |
-| ours: {q['model']['n_layers']} layers, {q['model']['dim']} wide, SwiGLU {q['model']['hidden_dim']}, {q['tokenizer']['type']} {q['tokenizer']['vocab_size']} pieces, context {q['model']['context']}, batch {QUALITY_ARGS[QUALITY_ARGS.index('--batch') + 1]}, {q['steps_done']} steps | {q['params'] / 1e6:.3f}M | {q['wall_s']:.1f} | **{t['bits_per_char']:.3f}** | **{t['nats_per_char']:.3f}** |
-
-- Ours: `python -m lm.train --corpus tinyshakespeare {' '.join(QUALITY_ARGS)} --steps {q['steps']} --max-seconds {q['budget_s'] - 6:g}`
-  (steps from a 30-step calibration of the same command: {q['calibration']['steps_per_s']:.2f} steps/s,
-  {q['calibration']['overhead_s']:.1f} s of start-up), then `python -m lm.evaluate RUN --split test`:
-  sliding windows of {t['context']} tokens, stride {t['stride']}, every token scored once;
-  {t['tokens']:,} tokens, perplexity {t['ppl']:.2f} per token. The wall time covers the whole
-  training command: imports, tokenizer training, compilation (from a warm cache), training,
-  dev evaluation and checkpoints; the training loop itself took {q['loop_s']:.1f} s and saw
-  {q['tokens_seen']:,} tokens.
-- Why this shape: at a 98 s budget on 2 cores the model is compute-bound, so fewer layers and a
-  shorter context buy more tokens seen, and a 1024-piece BPE vocabulary ({t['chars'] / t['tokens']:.2f}
-  characters a token; it trains in a fraction of a second, unigram in seconds) lets each position
-  carry more text than a character would. Explored before settling (same harness, about 70 s of
-  training each, under load): 4 layers/vocab 512/context 64 2.02 nats/char, 2 layers/vocab 512/
-  context 64 1.87, 3 layers (SwiGLU 256)/vocab 1024/context 64 1.90, 2 layers/vocab 1024/
-  context 32/batch 32 1.78.
-- nanoGPT's figure is its validation loss (nats per character) after its CPU recipe; 1.8857 is it
-  measured on this kind of machine. Bits/char = nats/char / ln 2.
-"""
+        md_row(f"{s['batch']} x {s['context']}", f"{s['tokens_per_s']['jax']:.0f}",
+               f"{s['tokens_per_s'][s['torch_baseline']]:.0f} ({s['torch_baseline'].removeprefix('torch_')})",
+               f"**{s['ratio']:.2f}x**", f"{100 * s['mfu']['jax']:.1f}%", f"{100 * s['mfu'][s['torch_baseline']]:.1f}%")
+        for s in r["speed"])
+    return render("train", title=SECTION, m=r["machine"], q=q, t=q["test"], peak=r["peak"], speed_rows=speed_rows,
+                  speed_loads=", ".join(str(x["load_avg_1m_after"]) for x in r["speed"]),
+                  speed_params=r["speed"][0]["params"], vocab=VOCAB, rounds=ROUNDS, steps=STEPS, matmul_n=MATMUL_N,
+                  nanogpt_bits=NANOGPT["on_this_machine"] / 0.6931471805599453, params_m=q["params"] / 1e6,
+                  batch=q["args"][q["args"].index("--batch") + 1], args=" ".join(q["args"]),
+                  max_seconds=q["budget_s"] - 6, chars_per_token=q["test"]["chars"] / q["test"]["tokens"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argparse.ArgumentParser(description="training speed and quality benchmark")
-    args.add_argument("--only", choices=("speed", "quality", "readme"),
-                      help="rerun one part, keeping the other from results/train.json (readme: rewrite the section)")
-    only = args.parse_args(argv).only
-    if only == "readme":
-        update_readme(SECTION, readme_section(json.loads(RESULTS.read_text())))
+    p = parser("training speed and quality benchmark")
+    p.add_argument("--only", choices=("speed", "quality", "readme"),
+                   help="rerun one part, keeping the other from results/train.json (readme: as --readme)")
+    args = p.parse_args(argv)
+    only = args.only
+    if readme_only(args.readme or only == "readme", SECTION, RESULTS, readme_section):
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
-    results = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
+    load_before = load_1m()
+    results = read_results(RESULTS) if only and RESULTS.exists() else {}
     if only != "quality":
-        peaks = matmul_peaks()
-        peak = max(peaks.values())
-        results.update(peak={**peaks, "peak_gflops": peak}, speed=[speed(b, peak) for b in BATCHES])
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # kept if quality fails
+        results.update(measure_speed())
+        write_results(RESULTS, results)  # kept if quality fails
     if only != "speed":
         results["quality"] = quality()
     results.update(machine=machine(), nanogpt=NANOGPT)
-    results["machine"]["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    results["machine"]["load_avg_1m"] = [load_before, load_1m()]
+    write_results(RESULTS, results)
     update_readme(SECTION, readme_section(results))
     s, q = results["speed"][0], results["quality"]
     print(f"speed (batch {s['batch']}): ours {s['tokens_per_s']['jax']:.0f} tok/s, PyTorch "

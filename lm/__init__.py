@@ -1,14 +1,15 @@
-"""Language models in Flax/JAX: tokenizer, data, model, training, distillation, evaluation,
-generation and shipping.
+"""Language models in Flax/JAX: the core, the distillation loop (`lm.distill`) and shipping (`lm.ship`).
 
-Modules: `corpus` (snapshot text and the joining rule), `tokenizer` (SentencePiece), `data`
-(token cache, packing, resumable batches), `model` (Llama-style NNX model and presets),
-`parallel` (data-parallel mesh), `checkpoint` (Orbax), `train`, `loader` (MODEL paths),
-`evaluate` (bits per character), `generate`, `decode` (key/value cache), `errors`.
-Distillation (`distill`, the loop): `kd` (losses), `kd_train` (one training phase), `judge`
-(batched scoring and the quantile filter), `teacher_cache` (top-k), `mixture` and `pools`
-(real and augmented batches), `gain` (dev gains and next mixture weights), `hf_teacher`
-(Hugging Face models), `distill_report`. Shipping: `export` (hf, int8), `hf_format`, `quant`,
-`prune`, `deploy`. The core imports neither `pipelines` nor `augment`; `distill` runs
-`pipelines.augment` when a snapshot has no augmented text, and for later rounds.
+The core (modules directly in `lm/`; imports neither `lm.distill`, `lm.ship`, `pipelines` nor
+`augment`): `corpus` (snapshot text and the joining rule), `tokenizer` (SentencePiece), `data`
+(token cache, packing, pools of real and augmented text, resumable batches), `model` (Llama-style
+NNX model with an optional key/value cache, presets), `losses` (cross-entropy, distillation KL),
+`trainer` (the one training loop), `run` (run folder: run.json, metrics, DONE), `checkpoint`
+(Orbax), `parallel` (data-parallel mesh), `scoring` (bits per character), `loader` (MODEL paths:
+run folders, int8 and Hugging Face exports), `hf_model` (Hugging Face causal LMs), `quant` (int8),
+`decode` (cached generation), `files`, `errors`; thin commands `train`, `evaluate`, `generate`.
+
+`lm.distill` (`python -m lm.distill`): teacher-judged augmentation plus distillation; the only
+part of `lm` that imports `pipelines`. `lm.ship`: export (Hugging Face, int8), pruning and the
+deployment report.
 """

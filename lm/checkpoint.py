@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: `RUN/checkpoints/STEP` to resume, `RUN/best/STEP` to evaluate.
 
-A resume checkpoint holds `{"params", "opt_state", "step", "rng"}` as arrays plus a JSON `meta`
+A resume checkpoint holds `{"params", "opt_state", "step"}` as arrays plus a JSON `meta`
 item (data position, elapsed seconds, best dev loss so far). The best checkpoint holds only the
 parameters and its meta (step, dev loss). Saves are synchronous and atomic (Orbax writes a
 temporary folder and renames it), so a run killed mid-save leaves the previous checkpoint intact.
@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from lm.errors import CheckpointError
+from lm.errors import CheckpointError, first_line
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
 
@@ -69,8 +69,8 @@ class Checkpoints:
             out = self._get(which).restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as exc:  # Orbax/TensorStore raise many types for a damaged folder
-            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"checkpoint {where / str(step)} is corrupt or incomplete ({type(exc).__name__}: {msg})") from exc
+            raise CheckpointError(f"checkpoint {where / str(step)} is corrupt or incomplete "
+                                  f"({type(exc).__name__}: {first_line(exc)})") from exc
         return out["state"], dict(out["meta"])
 
     def close(self) -> None:

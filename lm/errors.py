@@ -33,6 +33,11 @@ class TrainingDiverged(LMError):
     """The loss became NaN or infinite; the message names the step."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`, turning LMError into its one-line message and exit code."""
     try:

@@ -1,7 +1,7 @@
 """`python -m lm.generate MODEL --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]`
 
 Samples a continuation of the prompt one token at a time. MODEL is a run folder or an export
-(`python -m lm.export`: `hf` or `int8`). With a key/value cache (the default) the prompt is read
+(`python -m lm.ship.export`: `hf` or `int8`). With a key/value cache (the default) the prompt is read
 in one pass and each new token costs one position (`lm.decode`; a Hugging Face export uses
 transformers' cache); `--no-kv-cache` recomputes the last `context` tokens for every token.
 Temperature 0 is greedy. Top-k keeps the k most likely tokens, top-p the smallest set whose
@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from lm.compile_cache import enable_compile_cache
+from lm.files import enable_compile_cache
 from lm.errors import UsageError, run_cli
 from lm.loader import LanguageModel, load_model
 
@@ -74,7 +74,7 @@ def generate(model: LanguageModel, prompt: str, max_tokens: int = 200, temperatu
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lm.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a run folder (python -m lm.train --out RUN) or an export (python -m lm.export)")
+    p.add_argument("model", help="a run folder (python -m lm.train --out RUN) or an export (python -m lm.ship.export)")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     p.add_argument("--max-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)

@@ -2,8 +2,10 @@
 
 `load_model(PATH)` looks at PATH and picks a loader from `LOADERS`: a run folder made by
 `lm.train` or `lm.distill` (run.json + tokenizer.model + Orbax checkpoints), or an export made
-by `lm.export` (`int8`, read into our Flax model; `hf`, or any Hugging Face causal LM folder,
-read by transformers on PyTorch). Each returns an object with this small interface:
+by `lm.ship.export` (`int8`, read into our Flax model; `hf`, or any Hugging Face causal LM
+folder, read by transformers on PyTorch: `lm.hf_model`). An export's `export.json` holds the
+sha256 of its weights, checked on loading, so a corrupt or truncated export stops with one line.
+Each returns an object with this small interface:
 
 * `tokenizer`: an `lm.tokenizer.Tokenizer` (encode, decode, eos_id);
 * `context`: the longest input it scores at once;
@@ -15,7 +17,6 @@ read by transformers on PyTorch). Each returns an object with this small interfa
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -27,9 +28,15 @@ import orbax.checkpoint as ocp
 from lm import parallel
 from lm.decode import CachedDecoder, make_runner
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
-from lm.errors import CheckpointError, UsageError
-from lm.model import ModelConfig, abstract_params, make_apply, token_nll
+from lm.errors import CheckpointError, UsageError, first_line
+from lm.files import read_json, sha256_file
+from lm.hf_model import HFModel
+from lm.losses import token_nll
+from lm.model import ModelConfig, abstract_params, make_apply
+from lm.quant import dequantize, unflatten
 from lm.tokenizer import MODEL_FILE, Tokenizer
+
+EXPORT_FILE, WEIGHTS = "export.json", "model.safetensors"  # an export's description and weights
 
 
 class LanguageModel(Protocol):
@@ -106,7 +113,7 @@ def is_run_dir(path: Path) -> bool:
 
 def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     try:
-        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        info = read_json(path / "run.json")
         cfg = ModelConfig(**info["model"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path / 'run.json'} is not a valid run description ({exc})") from exc
@@ -133,7 +140,7 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
                 item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
                 partial_restore=True))
     except Exception as exc:  # a damaged folder surfaces as many exception types
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        msg = first_line(exc)
         raise CheckpointError(f"checkpoint {folder} is corrupt or incomplete ({type(exc).__name__}: {msg})") from exc
     params = _match(abstract_params(cfg), restored.get("params") if isinstance(restored, dict) else None, str(folder))
     info = {"format": "run", "path": str(path), "checkpoint": f"{which}/{step}", "step": step,
@@ -141,14 +148,66 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     return FlaxModel(cfg, params, tokenizer, info)
 
 
+# ---- exports (written by lm.ship.export) ----------------------------------------------------
 def is_export(path: Path) -> bool:
-    """An `lm.export` folder (export.json) or any Hugging Face model folder with safetensors."""
-    return (path / "export.json").is_file() or ((path / "config.json").is_file() and any(path.glob("*.safetensors")))
+    """An `lm.ship.export` folder (export.json) or any Hugging Face model folder with safetensors."""
+    return (path / EXPORT_FILE).is_file() or ((path / "config.json").is_file() and any(path.glob("*.safetensors")))
+
+
+def read_export(path: Path, fmt: str) -> dict[str, Any]:
+    """export.json, with the weights checked against their sha256."""
+    try:
+        info = read_json(path / EXPORT_FILE)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / EXPORT_FILE} cannot be read ({first_line(exc)}): "
+                              "not a complete export") from exc
+    if info.get("format") != fmt:
+        raise CheckpointError(f"{path / EXPORT_FILE}: format {info.get('format')!r}, expected {fmt!r}")
+    weights = path / info.get("weights", WEIGHTS)
+    if not weights.is_file():
+        raise CheckpointError(f"export {path}: {weights.name} is missing")
+    if weights.stat().st_size != info.get("bytes") or sha256_file(weights) != info.get("sha256"):
+        raise CheckpointError(f"export {path}: {weights.name} does not match the sha256 in {EXPORT_FILE} "
+                              "(corrupt or truncated): export it again")
+    return info
+
+
+def _export_format(path: Path) -> str | None:
+    try:
+        return read_json(path / EXPORT_FILE).get("format")
+    except (OSError, ValueError):
+        return None
+
+
+def load_int8(path: Path, checkpoint: str = "best") -> FlaxModel:
+    """An `int8` export in our Flax model; the weights stay int8, dequantised inside the jit."""
+    from safetensors import SafetensorError  # only when an export is read
+    from safetensors.numpy import load_file
+
+    info = read_export(path, "int8")
+    try:
+        flat = load_file(str(path / WEIGHTS))
+        cfg = ModelConfig(**info["model"])
+    except (SafetensorError, OSError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"export {path}: cannot read {WEIGHTS} ({first_line(exc)})") from exc
+    tree = unflatten({k: jnp.asarray(v) for k, v in flat.items()})
+    tok = Tokenizer.load(path / MODEL_FILE)
+    meta = {"format": "int8", "path": str(path), "checkpoint": info.get("checkpoint"), "corpus": info.get("corpus", {}),
+            "params": cfg.n_params(), "model": info["model"]}
+    return FlaxModel(cfg, tree, tok, meta, prepare=dequantize)
+
+
+def load_hf(path: Path, checkpoint: str = "best") -> HFModel:
+    """A Hugging Face folder on transformers: an `hf` export (checked against export.json) or any."""
+    info = read_export(path, "hf") if (path / EXPORT_FILE).is_file() else {}
+    model = HFModel(path)
+    model.info["corpus"] = info.get("corpus", {})
+    return model
 
 
 def load_export(path: Path, checkpoint: str = "best") -> LanguageModel:
-    from lm.export import load_export as load  # transformers and safetensors only when needed
-    return load(path, checkpoint)
+    """An `int8` export, or a Hugging Face folder (ours, checked against export.json, or any)."""
+    return load_int8(path) if _export_format(path) == "int8" else load_hf(path)
 
 
 LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [
@@ -163,4 +222,4 @@ def load_model(path: str | Path, checkpoint: str = "best") -> LanguageModel:
         if detect(p):
             return load(p, checkpoint)
     raise CheckpointError(f"{p} is not a model: expected a run folder with run.json (python -m lm.train --out {p}) "
-                          "or an export (python -m lm.export)")
+                          "or an export (python -m lm.ship.export)")

@@ -5,6 +5,13 @@ MLP, no biases anywhere, optionally tied input/output embeddings: every weight m
 onto `transformers.LlamaForCausalLM` (q/k/v/o_proj, gate/up/down_proj, input_layernorm,
 post_attention_layernorm, norm, embed_tokens, lm_head). Parameters are float32; `dtype` sets the
 compute type (bfloat16 for accelerators; the loss and softmax stay float32).
+
+The same modules serve generation with a key/value cache: `Llama(tokens, cache, pos)` takes the
+`T` new tokens at positions `pos .. pos + T - 1`, writes their keys and values into the cache at
+those positions and lets them attend over positions `0 .. pos + t`, returning `(logits, cache)`.
+The cache (`init_cache`) is a tuple with one `[2, batch, context, heads, head_dim]` array of the
+compute dtype per layer (keys, values); positions past what was written are masked out.
+`make_apply` (training, scoring) and `make_cached_apply` (`lm.decode`) are their pure functions.
 """
 from __future__ import annotations
 
@@ -120,18 +127,27 @@ class Attention(nnx.Module):
         self.v_proj = _dense(rngs, cfg.dim, cfg.dim, 0.02, dt)
         self.o_proj = _dense(rngs, cfg.dim, cfg.dim, out_std, dt)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, cache: jax.Array | None = None,
+                 pos: jax.Array | int = 0) -> Any:
+        """x [B, T, dim] -> [B, T, dim]; with this layer's cache [2, B, context, H, D] the `T`
+        positions are `pos ..` and the result is (out, cache with their keys and values)."""
         b, t, _ = x.shape
         shape = (b, t, self.n_heads, self.head_dim)
         q = apply_rope(self.q_proj(x).reshape(shape), cos, sin)
         k = apply_rope(self.k_proj(x).reshape(shape), cos, sin)
         v = self.v_proj(x).reshape(shape)
+        if cache is not None:  # attend over the cache, these positions' keys and values written in
+            cache = jax.lax.dynamic_update_slice(cache, jnp.stack([k, v]).astype(cache.dtype), (0, 0, pos, 0, 0))
+            k, v = cache[0], cache[1]
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        if cache is None:  # the whole sequence at once: causal over itself
+            mask = jnp.tril(jnp.ones((t, t), dtype=bool))
+        else:  # query t at position pos + t sees cache positions 0 .. pos + t: [T, context]
+            mask = jnp.arange(cache.shape[2])[None, :] <= (pos + jnp.arange(t))[:, None]
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, -1)
-        return self.o_proj(out)
+        return self.o_proj(out) if cache is None else (self.o_proj(out), cache)
 
 
 class MLP(nnx.Module):
@@ -154,13 +170,19 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg, rngs, out_std)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, cache: jax.Array | None = None,
+                 pos: jax.Array | int = 0) -> Any:
+        if cache is None:
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+            return x + self.mlp(self.post_attention_layernorm(x))
+        h, cache = self.self_attn(self.input_layernorm(x), cos, sin, cache, pos)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
 class Llama(nnx.Module):
-    """tokens [B, T] int32 -> logits [B, T, vocab] float32."""
+    """tokens [B, T] int32 -> logits [B, T, vocab] float32; with a cache (`init_cache`) and the
+    position `pos` of the first token -> (logits, updated cache)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -170,14 +192,24 @@ class Llama(nnx.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else _dense(rngs, cfg.dim, cfg.vocab_size, 0.02, jnp.dtype(cfg.dtype))
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        cos, sin = rope_tables(jnp.arange(tokens.shape[1]), self.cfg.head_dim, self.cfg.rope_theta)
+    def __call__(self, tokens: jax.Array, cache: tuple[jax.Array, ...] | None = None,
+                 pos: jax.Array | int = 0) -> Any:
+        positions = jnp.arange(tokens.shape[1]) if cache is None else pos + jnp.arange(tokens.shape[1])
+        cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
         x = self.embed_tokens(tokens)
-        for layer in self.layers:
-            x = layer(x, cos, sin)
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin)
+        else:
+            if len(cache) != len(self.layers):
+                raise ValueError(f"a cache of {len(cache)} layers for a model of {len(self.layers)}")
+            new_cache = []
+            for layer, c in zip(self.layers, cache):
+                x, c = layer(x, cos, sin, c, pos)
+                new_cache.append(c)
         x = self.norm(x)
         logits = self.embed_tokens.attend(x) if self.lm_head is None else self.lm_head(x)
-        return logits.astype(jnp.float32)
+        return logits.astype(jnp.float32) if cache is None else (logits.astype(jnp.float32), tuple(new_cache))
 
 
 Params = dict[str, Any]
@@ -210,24 +242,38 @@ def init_params(cfg: ModelConfig, seed: int) -> Params:
     return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
-def make_apply(cfg: ModelConfig):
-    """A pure function (params, tokens) -> logits, for jax.jit; structure built once, abstractly."""
+def _binder(cfg: ModelConfig):
+    """params -> the Llama module holding them; the structure is built once, abstractly."""
     abstract = nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
 
-    def apply(params: Params, tokens: jax.Array) -> jax.Array:
+    def bind(params: Params) -> Llama:
         s = jax.tree.map(lambda x: x, state)  # a fresh copy to fill; `state` stays abstract
         nnx.replace_by_pure_dict(s, params)
-        return nnx.merge(graphdef, s)(tokens)
+        return nnx.merge(graphdef, s)
 
-    return apply
+    return bind
+
+
+def make_apply(cfg: ModelConfig):
+    """A pure function (params, tokens) -> logits, for jax.jit."""
+    bind = _binder(cfg)
+    return lambda params, tokens: bind(params)(tokens)
+
+
+def make_cached_apply(cfg: ModelConfig):
+    """A pure function (params, tokens, cache, pos) -> (logits, cache) for jax.jit: `tokens` [B, T]
+    at positions pos .. pos + T - 1 (pos an int32 scalar, traced), the cache from `init_cache`."""
+    bind = _binder(cfg)
+    return lambda params, tokens, cache, pos: bind(params)(tokens, cache, pos)
+
+
+def init_cache(cfg: ModelConfig, batch: int = 1) -> tuple[jax.Array, ...]:
+    """An empty key/value cache: per layer [2 (keys, values), batch, context, heads, head_dim] in
+    the compute dtype."""
+    shape = (2, batch, cfg.context, cfg.n_heads, cfg.head_dim)
+    return tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.n_layers))
 
 
 def count_params(params: Params) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Negative log-likelihood in nats of each target under float32 logits: [B, T]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm.errors import UsageError
+from lm.files import enable_compile_cache
 
 
 def make_mesh() -> Mesh:
@@ -59,3 +60,9 @@ def use_cpu_cores() -> int | None:
     except RuntimeError:
         return None  # backends already running (an in-process caller): keep what they have
     return n
+
+
+def start_command() -> None:
+    """What every command that trains or scores does first: a device per core, the compile cache."""
+    use_cpu_cores()
+    enable_compile_cache()

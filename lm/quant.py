@@ -7,7 +7,8 @@ channel when the embedding is tied to the output layer. Norm weights stay float3
 dequantised inside the jitted model (`dequantize`), so the parameters stay int8 in memory.
 
 In a parameter tree a quantised matrix is the dict `{"q": int8 array, "scale": float32 array}`
-where the float matrix was.
+where the float matrix was. `lm.ship.export` writes int8 exports (`quantize_params`, `flatten`);
+`lm.loader` reads them back (`unflatten`, `dequantize`).
 """
 from __future__ import annotations
 

@@ -20,15 +20,13 @@ Exit codes: 0 ok, 1 failure, 2 usage or spec error.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -39,11 +37,12 @@ from augment.base import AugmenterError, record_seed
 from augment.filters import VariantFilter
 from augment.registry import AugmentConfig, Step, parse_augment
 from augment.words import WORD
-from pipelines.build import check_beam_args, read_latest
-from pipelines.errors import ScarceError, SourceError, SpecError, run_cli
-from pipelines.records import record_id
+from pipelines.cli import command_parser, parse_command, print_result
+from pipelines.errors import SourceError, SpecError, run_cli
+from pipelines.records import REJECTED, Stage, StageOutput, record_id, reject
+from pipelines.snapshot import cleaned_on_failure, replace_folder, resolve_version
 from pipelines.spec import CorpusSpec, load_spec, parse_spec
-from pipelines.write import WriteShards, write_bytes
+from pipelines.write import WriteShards, json_bytes, jsonl_bytes, write_bytes
 
 AUGMENTED = "augmented"
 SCHEMA = pa.schema([
@@ -51,6 +50,8 @@ SCHEMA = pa.schema([
     ("params", pa.string()), ("seed", pa.int64()),
 ])
 STOPWORDS_TOP = 100
+# The reason of a record the backend could not take (failed.jsonl), as opposed to a variant dropped.
+FAILED = "failed"
 
 
 def variant_order(r: dict[str, Any]) -> tuple:
@@ -86,8 +87,13 @@ def _chunks(rows: list, size: int) -> Iterator[list]:
         yield rows[i:i + size]
 
 
+def _rejection(augmenter: str, parent_id: str, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"augmenter": augmenter, "parent_id": parent_id, "reason": reason, **extra}
+
+
 class AugmentBatch(beam.DoFn):
-    """Runs one step on a batch; variants pass the filters or go to `rejected` with a reason."""
+    """Runs one step on a batch; variants that fail the filters, and records the backend could
+    not take (reason `failed`), are rejected; each batch's (size, seconds) goes to `timing`."""
 
     def __init__(self, step: Step, language: str, seed: int, filters: VariantFilter):
         self.step, self.language, self.seed, self.filters = step, language, seed, filters
@@ -113,26 +119,53 @@ class AugmentBatch(beam.DoFn):
             yield from self._run(batch[half:])
 
     def process(self, batch: list[dict], stopwords: list[str]) -> Iterator[Any]:
-        if hasattr(self.augmenter, "set_stopwords"):
-            self.augmenter.set_stopwords(stopwords)
+        self.augmenter.set_stopwords(stopwords)
         start = time.perf_counter()
         name = self.step.name
         for record, variants in self._run(list(batch)):
             if isinstance(variants, Exception):
-                yield beam.pvalue.TaggedOutput("failed", {
-                    "augmenter": name, "parent_id": record["id"], "error": f"{type(variants).__name__}: {variants}"[:500]})
+                yield reject(_rejection(name, record["id"], FAILED, error=f"{type(variants).__name__}: {variants}"[:500]))
                 continue
             seed = record_seed(record["id"], name, self.step.index, self.seed)
             for k, text in enumerate(variants):
-                params = (self.augmenter.variant_params(k) if hasattr(self.augmenter, "variant_params")
-                          else self.augmenter.params)
                 reason = self.filters.reason(record["text"], text)
                 if reason:
-                    yield beam.pvalue.TaggedOutput("rejected", (name, reason))
+                    yield reject(_rejection(name, record["id"], reason))
                     continue
                 yield {"id": record_id(text), "text": text, "parent_id": record["id"], "augmenter": name,
-                       "params": json.dumps(params, sort_keys=True, ensure_ascii=False), "seed": seed}
+                       "params": json.dumps(self.augmenter.variant_params(k), sort_keys=True, ensure_ascii=False),
+                       "seed": seed}
         yield beam.pvalue.TaggedOutput("timing", (name, (len(batch), time.perf_counter() - start)))
+
+
+class StepOutput(NamedTuple):
+    """A step's StageOutput plus what it measured: (records in a batch, seconds) per batch."""
+
+    records: beam.PCollection
+    rejected: beam.PCollection
+    timing: beam.PCollection
+
+
+class AugmentStep(beam.PTransform):
+    """One `[[augment.steps]]` entry over the train records: batches, the augmenter, the filters."""
+
+    def __init__(self, step: Step, language: str, seed: int, config: AugmentConfig, stopwords: beam.PCollection):
+        super().__init__()
+        self.step, self.language, self.seed, self.config, self.stopwords = step, language, seed, config, stopwords
+
+    def expand(self, train) -> StepOutput:
+        size = self.config.batch_size
+        # Context-free augmenters take Beam's adaptive batches; others get batches fixed by id.
+        batcher = (beam.BatchElements(min_batch_size=min(50, size), max_batch_size=size)
+                   if self.step.context_free else HashBatches(size))
+        out = (
+            train
+            | "Batch" >> batcher
+            | "Augment" >> beam.ParDo(AugmentBatch(self.step, self.language, self.seed, self.config.filters),
+                                      beam.pvalue.AsSingleton(self.stopwords)
+                                      ).with_outputs(REJECTED, "timing", main="records")
+        )
+        return StepOutput(out.records, out[REJECTED], out.timing)
 
 
 class _DropKnown(beam.DoFn):
@@ -145,11 +178,11 @@ class _DropKnown(beam.DoFn):
             return
         if list(joined["corpus"]):
             for v in variants:
-                yield beam.pvalue.TaggedOutput("rejected", (v["augmenter"], "in_corpus"))
+                yield reject(_rejection(v["augmenter"], v["parent_id"], "in_corpus", id=v["id"]))
             return
         yield variants[0]
         for v in variants[1:]:
-            yield beam.pvalue.TaggedOutput("rejected", (v["augmenter"], "duplicate_variant"))
+            yield reject(_rejection(v["augmenter"], v["parent_id"], "duplicate_variant", id=v["id"]))
 
 
 def _sum_pairs(pairs: Iterable[tuple[float, float]]) -> tuple[float, float]:
@@ -182,41 +215,29 @@ class AugmentSnapshot(beam.PTransform):
                      | "CountWords" >> beam.combiners.Count.PerElement()
                      | "TopWords" >> beam.combiners.Top.Of(STOPWORDS_TOP, key=lambda kv: (kv[1], kv[0]))
                      | "WordList" >> beam.Map(lambda top: [w for w, _ in top]))
-        variants, rejected, failed, timing = [], [], [], []
-        for step in cfg.steps:
-            # Context-free augmenters take Beam's adaptive batches; others get batches fixed by id.
-            batcher = (beam.BatchElements(min_batch_size=min(50, cfg.batch_size), max_batch_size=cfg.batch_size)
-                       if step.build(self.language).context_free else HashBatches(cfg.batch_size))
-            out = (
-                train
-                | f"Batch[{step.name}]" >> batcher
-                | f"Augment[{step.name}]" >> beam.ParDo(
-                    AugmentBatch(step, self.language, self.seed, cfg.filters), beam.pvalue.AsSingleton(stopwords)
-                ).with_outputs("rejected", "failed", "timing", main="variants")
-            )
-            variants.append(out.variants)
-            rejected.append(out.rejected)
-            failed.append(out.failed)
-            timing.append(out.timing)
-        deduped = (
-            {"variants": variants | "AllVariants" >> beam.Flatten() | "KeyVariant" >> beam.Map(lambda v: (v["id"], v)),
+        steps = [train | f"Augment[{step.name}]" >> AugmentStep(step, self.language, self.seed, cfg, stopwords)
+                 for step in cfg.steps]
+        deduped: StageOutput = (
+            {"variants": [s.records for s in steps] | "AllVariants" >> beam.Flatten()
+             | "KeyVariant" >> beam.Map(lambda v: (v["id"], v)),
              "corpus": known}
             | "JoinCorpus" >> beam.CoGroupByKey()
-            | "DropKnown" >> beam.ParDo(_DropKnown()).with_outputs("rejected", main="kept")
+            | "DropKnown" >> Stage(_DropKnown())
         )
-        shards = (deduped.kept | "ToGroup" >> beam.Map(lambda v: ("train", v))
+        shards = (deduped.records | "ToGroup" >> beam.Map(lambda v: ("train", v))
                   | "WriteVariants" >> WriteShards(self.staging, "parquet", 200_000, variant_order, SCHEMA))
+        rejected = [s.rejected for s in steps] + [deduped.rejected] | "AllRejected" >> beam.Flatten()
         counts = (
-            ((rejected + [deduped.rejected]) | "AllRejected" >> beam.Flatten()
+            (rejected | "RejectedReason" >> beam.Map(lambda r: (r["augmenter"], r["reason"]))
              | "CountRejected" >> beam.combiners.Count.PerElement()
              | "RejectedKey" >> beam.Map(lambda kv: (("rejected",) + kv[0], kv[1])),
-             deduped.kept | "CountKept" >> beam.Map(lambda v: (v["augmenter"], 1)) | "SumKept" >> beam.CombinePerKey(sum)
+             deduped.records | "CountKept" >> beam.Map(lambda v: (v["augmenter"], 1)) | "SumKept" >> beam.CombinePerKey(sum)
              | "KeptKey" >> beam.Map(lambda kv: (("kept", kv[0], ""), kv[1])),
-             timing | "AllTiming" >> beam.Flatten() | "SumTiming" >> beam.CombinePerKey(_sum_pairs)
+             [s.timing for s in steps] | "AllTiming" >> beam.Flatten() | "SumTiming" >> beam.CombinePerKey(_sum_pairs)
              | "TimingKey" >> beam.Map(lambda kv: (("timing", kv[0], ""), kv[1])))
             | "AllCounts" >> beam.Flatten()
         )
-        dead = failed | "AllFailed" >> beam.Flatten()
+        dead = rejected | "Failed" >> beam.Filter(lambda r: r["reason"] == FAILED)
         return (
             pbegin | "Once" >> beam.Create([None])
             | "WriteStats" >> beam.ParDo(_WriteStats(self.staging, cfg, self.seed),
@@ -235,15 +256,15 @@ class _WriteStats(beam.DoFn):
                                 "rejected": defaultdict(int), "failed": 0, "seconds": 0.0}
         for key, value in counts:
             kind, name, reason = key
-            if kind == "rejected":
+            if kind == "rejected" and reason == FAILED:
+                stats[name]["failed"] += value
+            elif kind == "rejected":
                 stats[name]["rejected"][reason] += value
             elif kind == "kept":
                 stats[name]["kept"] += value
             else:
                 stats[name]["inputs"] += int(value[0])
                 stats[name]["seconds"] += value[1]
-        for f in dead:
-            stats[f["augmenter"]]["failed"] += 1
         for s in stats.values():
             s["rejected"] = dict(sorted(s["rejected"].items()))
             s["produced"] = s["kept"] + sum(s["rejected"].values())
@@ -252,31 +273,12 @@ class _WriteStats(beam.DoFn):
         total = {k: sum(s[k] for s in stats.values()) for k in ("inputs", "produced", "kept", "failed")}
         doc = {"seed": self.seed, "total": total, "augmenters": stats,
                "shards": sorted(({k: s[k] for k in ("path", "rows", "sha256")} for s in shards), key=lambda s: s["path"])}
-        write_bytes(FileSystems.join(self.root, "stats.json"),
-                    (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
-        dead = sorted(dead, key=lambda f: (f["augmenter"], f["parent_id"]))
-        write_bytes(FileSystems.join(self.root, "failed.jsonl"),
-                    "".join(json.dumps(f, sort_keys=True, ensure_ascii=False) + "\n" for f in dead).encode())
+        write_bytes(FileSystems.join(self.root, "stats.json"), json_bytes(doc))
+        # failed.jsonl keeps its own shape: what failed and why, without the rejection's reason.
+        dead = sorted(({k: v for k, v in f.items() if k != "reason"} for f in dead),
+                      key=lambda f: (f["augmenter"], f["parent_id"]))
+        write_bytes(FileSystems.join(self.root, "failed.jsonl"), jsonl_bytes(dead))
         yield doc
-
-
-def replace_folder(staging: str, target: str) -> None:
-    """Swap a finished folder into place: the old one is moved aside first, then removed."""
-    old = f"{target}.old-{uuid.uuid4().hex[:8]}"
-    if os.path.exists(target):
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def resolve_version(corpus_dir: str, version: str | None) -> str:
-    version = version or read_latest(corpus_dir)
-    if not version:
-        raise SourceError(f"{corpus_dir}: no LATEST snapshot; build one first (python -m pipelines.build SPEC --out DIR)")
-    vdir = os.path.join(corpus_dir, version)
-    if not os.path.exists(os.path.join(vdir, "manifest.json")):
-        raise SourceError(f"{vdir}: not a complete snapshot (no manifest.json)")
-    return vdir
 
 
 def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: str | None = None,
@@ -302,14 +304,9 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
             step.build(spec.language).setup()
         except AugmenterError as exc:
             raise SourceError(f"augment step {step.name}: {exc}") from None
-    try:
+    with cleaned_on_failure(staging, f"augmentation of {vdir}"):
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
             _ = p | "AugmentSnapshot" >> AugmentSnapshot(vdir, staging, config, spec.language, seed)
-    except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, ScarceError):
-            raise
-        raise ScarceError(f"augmentation of {vdir} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     replace_folder(staging, target)
     with open(os.path.join(target, "stats.json"), encoding="utf-8") as f:
         return json.load(f)
@@ -326,17 +323,15 @@ def summary_text(stats: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.augment", description=__doc__.split("\n\n")[0])
+    parser = command_parser("augment", __doc__, "print stats as JSON")
     parser.add_argument("corpus", help="OUT/NAME, the folder holding LATEST and the versions")
     parser.add_argument("--spec", help="spec whose [augment] table to use (default: the snapshot's own spec)")
     parser.add_argument("--version", help="snapshot version (default: LATEST)")
     parser.add_argument("--seed", type=int, help="global seed (default: [augment] seed)")
-    parser.add_argument("--json", action="store_true", help="print stats as JSON")
-    args, beam_args = parser.parse_known_args(argv)
-    check_beam_args(beam_args)
+    args, beam_args = parse_command(parser, argv)
     spec = load_spec(args.spec) if args.spec else None
     stats = augment_snapshot(args.corpus, spec, args.version, args.seed, beam_args)
-    print(json.dumps(stats, indent=2) if args.json else summary_text(stats))
+    print_result(stats, args.json, summary_text)
     return 0
 
 

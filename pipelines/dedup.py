@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 import xxhash
 
-from pipelines.records import order_key, reject_record
+from pipelines.records import Stage, StageOutput, order_key, reject, reject_record
 from pipelines.spec import DedupSpec
 
 _MERSENNE = np.uint64((1 << 61) - 1)
@@ -61,14 +61,14 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ExactDedup(beam.PTransform):
-    """One record per id; the others go to the `duplicates` output."""
+    """One record per id: StageOutput(records, rejected), the other copies rejected as duplicates."""
 
-    def expand(self, records):
+    def expand(self, records) -> StageOutput:
         return (
             records
             | "KeyById" >> beam.Map(lambda r: (r["id"], r))
             | "GroupById" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(_KeepFirst()).with_outputs("duplicates", main="kept")
+            | "KeepFirst" >> Stage(_KeepFirst())
         )
 
 
@@ -77,8 +77,7 @@ class _KeepFirst(beam.DoFn):
         copies = sorted(item[1], key=order_key)
         yield copies[0]
         for r in copies[1:]:
-            yield beam.pvalue.TaggedOutput(
-                "duplicates", reject_record(r, "exact_dedup", "exact_duplicate", duplicate_of=copies[0]["id"]))
+            yield reject(reject_record(r, "exact_dedup", "exact_duplicate", duplicate_of=copies[0]["id"]))
 
 
 class _Signature(beam.DoFn):
@@ -147,8 +146,7 @@ class _ResolveCluster(beam.DoFn):
             elif self.action == "keep":
                 yield {**r, "split": first["split"]}
             else:
-                yield beam.pvalue.TaggedOutput(
-                    "duplicates", reject_record(r, "near_dedup", "near_duplicate", duplicate_of=first["id"]))
+                yield reject(reject_record(r, "near_dedup", "near_duplicate", duplicate_of=first["id"]))
 
 
 class _Route(beam.DoFn):
@@ -165,13 +163,13 @@ class _Route(beam.DoFn):
 
 
 class NearDedup(beam.PTransform):
-    """MinHash LSH near-duplicate clusters; outputs `kept` and `duplicates`."""
+    """MinHash LSH near-duplicate clusters: StageOutput(records, rejected), the dropped copies rejected."""
 
     def __init__(self, spec: DedupSpec):
         super().__init__()
         self.spec = spec
 
-    def expand(self, records):
+    def expand(self, records) -> StageOutput:
         edges = (
             records
             | "Signatures" >> beam.ParDo(_Signature(self.spec))
@@ -193,7 +191,7 @@ class NearDedup(beam.PTransform):
         resolved = (
             routed.members
             | "GroupByCluster" >> beam.GroupByKey()
-            | "Resolve" >> beam.ParDo(_ResolveCluster(self.spec.near)).with_outputs("duplicates", main="kept")
+            | "Resolve" >> Stage(_ResolveCluster(self.spec.near))
         )
-        kept = (routed.single, resolved.kept) | "MergeKept" >> beam.Flatten()
-        return kept, resolved.duplicates
+        kept = (routed.single, resolved.records) | "MergeKept" >> beam.Flatten()
+        return StageOutput(kept, resolved.rejected)

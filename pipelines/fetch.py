@@ -18,11 +18,11 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from augment.util import cache_dir, write_json_atomic
 from pipelines.errors import SourceError
 from pipelines.spec import CorpusSpec, Source, resolve_path
 
 MIRROR_ENV = "SCARCE_LM_MIRROR"
-CACHE_ENV = "SCARCE_LM_CACHE"
 TIMEOUT_S = 60
 _CHUNK = 1 << 20
 
@@ -38,8 +38,8 @@ class ResolvedSource:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "scarce-lm")
-    return Path(base).expanduser() / "downloads"
+    """The content-addressed download cache, inside the project's cache folder."""
+    return cache_dir() / "downloads"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -156,10 +156,7 @@ class HttpState:
 
     def save(self) -> None:
         if self.path and self.changed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, self.data, indent=2, sort_keys=True)
             self.changed = False
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from pipelines.records import reject_record
+from pipelines.records import reject, reject_record
 
 
 class LanguageScorer:
@@ -55,5 +55,4 @@ class IdentifyLanguage(beam.DoFn):
         elif self.action == "flag":
             yield {**record, "lang": predicted, "lang_score": score}
         else:
-            yield beam.pvalue.TaggedOutput(
-                "rejected", reject_record(record, "langid", "wrong_language", predicted=predicted, score=round(score, 4)))
+            yield reject(reject_record(record, "langid", "wrong_language", predicted=predicted, score=round(score, 4)))

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 import ftfy
 
-from pipelines.records import record_id, reject_record
+from pipelines.records import record_id, reject, reject_record
 
 # Keep typographic quotes and HTML-looking text as they are: they are real text, not damage.
 _FTFY = ftfy.TextFixerConfig(uncurl_quotes=False, unescape_html=False, normalization="NFC", explain=False)
@@ -31,6 +31,6 @@ class NormaliseText(beam.DoFn):
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
         text = normalise_text(record["text"])
         if not text:
-            yield beam.pvalue.TaggedOutput("rejected", reject_record({**record, "id": None}, "normalise", "empty"))
+            yield reject(reject_record({**record, "id": None}, "normalise", "empty"))
             return
         yield {**record, "text": text, "id": record_id(text)}

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from pipelines.records import reject_record
+from pipelines.records import reject, reject_record
 from pipelines.spec import FilterSpec
 
 
@@ -85,4 +85,4 @@ class QualityFilter(beam.DoFn):
         if reason is None:
             yield record
         else:
-            yield beam.pvalue.TaggedOutput("rejected", reject_record(record, "quality", reason))
+            yield reject(reject_record(record, "quality", reason))

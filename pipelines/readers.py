@@ -98,22 +98,19 @@ def _units(info: dict[str, Any], text: str, base: int, split: str | None, counte
     doc = name
     for offset, piece in pieces:
         offset += base
-        if fmt in ("lines", "paragraphs", "document"):
-            if not piece.strip():
+        if fmt == "conllu":  # only `# text =` comments are units; `# newdoc` starts a document
+            if piece.startswith("# newdoc"):
+                doc = f"{name}:{piece.partition('=')[2].strip() or counter[0]}"
+            if not piece.startswith("# text ="):
                 continue
-            bad = _check_unit(info, piece, offset)
-            if bad:
-                yield "rejected", bad
-                continue
-            yield _unit(info, piece, doc, counter[0], offset, split)
-            counter[0] += 1
-        elif fmt == "jsonl":
-            if not piece.strip():
-                continue
-            bad = _check_unit(info, piece, offset)
-            if bad:
-                yield "rejected", bad
-                continue
+            piece = piece[len("# text ="):].strip()
+        elif not piece.strip():
+            continue
+        bad = _check_unit(info, piece, offset)
+        if bad:
+            yield "rejected", bad
+            continue
+        if fmt == "jsonl":
             try:
                 obj = json.loads(piece)
             except json.JSONDecodeError as exc:
@@ -125,18 +122,9 @@ def _units(info: dict[str, Any], text: str, base: int, split: str | None, counte
                                             detail=f"no string field {info['field']!r}")
                 continue
             yield _unit(info, value, f"{name}:{counter[0]}", 0, offset, split)
-            counter[0] += 1
-        elif fmt == "conllu":
-            if piece.startswith("# newdoc"):
-                doc = f"{name}:{piece.partition('=')[2].strip() or counter[0]}"
-            elif piece.startswith("# text ="):
-                value = piece[len("# text ="):].strip()
-                bad = _check_unit(info, value, offset)
-                if bad:
-                    yield "rejected", bad
-                    continue
-                yield _unit(info, value, doc, counter[0], offset, split)
-                counter[0] += 1
+        else:
+            yield _unit(info, piece, doc, counter[0], offset, split)
+        counter[0] += 1
 
 
 def _split_lines(text: str) -> Iterator[tuple[int, str]]:

@@ -3,12 +3,18 @@
 A record is a plain dict (cheap to pickle between Beam workers) with the snapshot columns
 `id, text, source, doc, pos, lang, lang_score` plus working fields (`offset`, `split`).
 A rejection is a dict with `reason`, `stage`, `source`, `offset` and a `snippet`.
+
+Every stage returns `StageOutput(records, rejected)`: the records that go on and the rejected
+ones (dicts with a `reason`), as Beam's `RunInference` returns its dead letters beside its
+results. A DoFn stage sends a rejection to the tagged output `rejected` (`reject(...)`) and
+`Stage(fn)` makes it such a PTransform.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
+import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 SNIPPET_CHARS = 200
@@ -51,3 +57,30 @@ def order_key(record: dict[str, Any]) -> tuple:
     then the most held-out split, then reading order."""
     return (not record.get("pinned", False), SPLIT_PRIORITY.get(record.get("split") or "train", 2),
             record["source"], record["doc"], record["pos"], record["id"])
+
+
+REJECTED = "rejected"
+
+
+class StageOutput(NamedTuple):
+    """What a stage returns: records that go on, and rejected records (dicts with a `reason`)."""
+
+    records: beam.PCollection
+    rejected: beam.PCollection
+
+
+def reject(rejected: dict[str, Any]) -> beam.pvalue.TaggedOutput:
+    """A rejection, yielded from a DoFn stage, goes to its `rejected` output."""
+    return beam.pvalue.TaggedOutput(REJECTED, rejected)
+
+
+class Stage(beam.PTransform):
+    """A DoFn that yields records and `reject(...)`ions, as a stage returning StageOutput."""
+
+    def __init__(self, fn: beam.DoFn, *args: Any):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def expand(self, pcoll):
+        out = pcoll | beam.ParDo(self.fn, *self.args).with_outputs(REJECTED, main="records")
+        return StageOutput(out.records, out[REJECTED])

@@ -19,7 +19,6 @@ Exit codes: 0 ok (published or unchanged), 1 failure (validation, source, --then
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -30,11 +29,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines.build import (HISTORY, LATEST, Staged, check_beam_args, clean_stale_staging, code_sha256, publish,
-                             read_latest, remove_path, snapshot_version, stage_snapshot)
+from pipelines.cli import command_parser, parse_command, print_result
+from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import HttpState, resolve_sources
 from pipelines.lock import CorpusLock
+from pipelines.snapshot import (HISTORY, LATEST, Staged, clean_stale_staging, code_sha256, publish, read_latest,
+                                remove_path, snapshot_version)
 from pipelines.spec import CorpusSpec, load_spec
 
 SPLITS = ("train", "dev", "test")
@@ -133,17 +134,21 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
     }
 
 
+def summary_text(result: dict[str, Any]) -> str:
+    if result["status"] == "unchanged":
+        return f"{result['name']}: unchanged ({result['version']})"
+    return (f"{result['name']}: published {result['version']} (was {result['previous']}): +{result['added']} "
+            f"-{result['removed']} records; changed sources: {', '.join(result['changed_sources']) or 'none'}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.refresh", description=__doc__.split("\n\n")[0])
+    parser = command_parser("refresh", __doc__, "print one JSON object per spec",
+                            out_help="output folder holding OUT/NAME/LATEST", mirror=True)
     parser.add_argument("specs", nargs="+", help="corpus specs to refresh")
-    parser.add_argument("--out", required=True, help="output folder holding OUT/NAME/LATEST")
-    parser.add_argument("--mirror", help="serve URL sources from this folder (or set SCARCE_LM_MIRROR)")
     parser.add_argument("--keep", type=int, help="keep this many newest versions (LATEST's is always kept)")
     parser.add_argument("--max-shrink", type=float, default=0.2, help="largest share of a split's records a refresh may drop (0.2)")
     parser.add_argument("--then", help="command to run (no shell) after a new version is published")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per spec")
-    args, beam_args = parser.parse_known_args(argv)
-    check_beam_args(beam_args)
+    args, beam_args = parse_command(parser, argv)
     if args.keep is not None and args.keep < 1:
         raise SpecError(f"--keep must be at least 1 (got {args.keep})")
     if not 0 <= args.max_shrink < 1:
@@ -153,13 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink)
         published |= result["status"] == "published"
-        if args.json:
-            print(json.dumps(result, sort_keys=True))
-        elif result["status"] == "unchanged":
-            print(f"{spec.name}: unchanged ({result['version']})")
-        else:
-            print(f"{spec.name}: published {result['version']} (was {result['previous']}): +{result['added']} "
-                  f"-{result['removed']} records; changed sources: {', '.join(result['changed_sources']) or 'none'}")
+        print_result(result, args.json, summary_text, one_line=True)
     if published and args.then:
         code = subprocess.run(shlex.split(args.then)).returncode
         if code:

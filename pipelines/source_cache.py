@@ -2,7 +2,7 @@
 
 Read -> Normalise -> Segment -> IdentifyLanguage -> Quality -> AssignSplit depend only on the
 source's bytes, the spec's reading, filtering and splitting settings and the code, so their
-output is cached under `OUT/NAME/.cache/sources/KEY/` (records.parquet, rejected.jsonl,
+output is cached under `OUT/NAME/.cache/sources/KEY/` (`snapshot.cache_root`) (records.parquet, rejected.jsonl,
 meta.json) with KEY a hash of exactly those. A build or refresh reprocesses only the sources
 whose key is new; the corpus-wide stages (dedup, split, write) then run over every source.
 """
@@ -13,19 +13,21 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import readers
 from pipelines.fetch import ResolvedSource
 from pipelines.langid import IdentifyLanguage
 from pipelines.normalise import NormaliseText
 from pipelines.quality import QualityFilter
+from pipelines.records import Stage, reject
 from pipelines.segment import Segment
+from pipelines.snapshot import staging_dir
 from pipelines.spec import CorpusSpec
 from pipelines.split import assign_split
 from pipelines.write import jsonl_bytes, parquet_bytes, rejected_order, write_bytes
@@ -48,14 +50,6 @@ def source_key(spec: CorpusSpec, resolved: ResolvedSource, code: str) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cache_root(corpus_dir: str) -> str:
-    """Beside the snapshots; for gs:// or s3:// outputs, in the local cache (it is rebuildable)."""
-    if "://" in corpus_dir:
-        from pipelines.fetch import default_cache_dir
-        return str(default_cache_dir().parent / "sources" / corpus_dir.rstrip("/").rsplit("/", 1)[-1])
-    return os.path.join(corpus_dir, ".cache", "sources")
-
-
 def is_cached(root: str, key: str) -> bool:
     return os.path.exists(os.path.join(root, key, META))
 
@@ -63,7 +57,7 @@ def is_cached(root: str, key: str) -> bool:
 class ReadSource(beam.DoFn):
     def process(self, info: dict[str, Any]) -> Iterator[Any]:
         for kind, item in readers.read_source(info):
-            yield item if kind == "ok" else beam.pvalue.TaggedOutput("rejected", item)
+            yield item if kind == "ok" else reject(item)
 
 
 class _CountSegment(beam.DoFn):
@@ -86,18 +80,13 @@ class ProcessSources(beam.PTransform):
 
     def expand(self, pbegin):
         spec = self.spec
-        read = (
-            pbegin
-            | "Sources" >> beam.Create(self.infos)
-            | "Read" >> beam.ParDo(ReadSource()).with_outputs("rejected", main="units")
-        )
-        units = read.units | "Spread" >> beam.Reshuffle()
-        normal = units | "Normalise" >> beam.ParDo(NormaliseText()).with_outputs("rejected", main="records")
+        read = pbegin | "Sources" >> beam.Create(self.infos) | "Read" >> Stage(ReadSource())
+        units = read.records | "Spread" >> beam.Reshuffle()
+        normal = units | "Normalise" >> Stage(NormaliseText())
         segmented = normal.records | "Segment" >> Segment()
-        lang = segmented | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(
-            spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score)
-        ).with_outputs("rejected", main="records")
-        good = lang.records | "Quality" >> beam.ParDo(QualityFilter(spec.filters)).with_outputs("rejected", main="records")
+        lang = segmented | "IdentifyLanguage" >> Stage(IdentifyLanguage(
+            spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score))
+        good = lang.records | "Quality" >> Stage(QualityFilter(spec.filters))
         records = good.records | "AssignSplit" >> beam.Map(assign_split, spec.split)
         rejected = (read.rejected, normal.rejected, lang.rejected, good.rejected) | "AllRejected" >> beam.Flatten()
         segment = (
@@ -151,9 +140,7 @@ class ProcessAndCache(beam.PTransform):
 def process_sources(spec: CorpusSpec, todo: list[tuple[ResolvedSource, str]], root: str,
                     beam_args: list[str]) -> None:
     """Process the (source, key) pairs in one Beam pipeline and move each into the cache."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    staging = os.path.join(root, f".staging-{uuid.uuid4().hex[:8]}")
+    staging = staging_dir(root)
     infos = [readers.source_info(r, spec) for r, _ in todo]
     try:
         with beam.Pipeline(options=PipelineOptions(beam_args)) as p:

@@ -182,11 +182,12 @@ class Finalise(beam.DoFn):
                     "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards]}
         spec_name = "spec.toml"
         write_bytes(FileSystems.join(self.root, spec_name), self.spec.text.encode("utf-8"))
-        write_bytes(FileSystems.join(self.root, "stats.json"), _json(stats))
-        write_bytes(FileSystems.join(self.root, "manifest.json"), _json(manifest))
+        write_bytes(FileSystems.join(self.root, "stats.json"), json_bytes(stats))
+        write_bytes(FileSystems.join(self.root, "manifest.json"), json_bytes(manifest))
         write_bytes(FileSystems.join(self.root, "README.md"), dataset_card(self.spec, self.version, stats, manifest).encode("utf-8"))
         yield stats
 
 
-def _json(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
+    """Indented, sorted, UTF-8 JSON with a final newline: the shape of every JSON file we write."""
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

@@ -9,6 +9,7 @@ from augment.backtranslate import BackTranslateAugmenter, installed_modes
 from augment.base import AugmenterError, record_seed
 from augment.filters import VariantFilter
 from augment.noise import NoiseAugmenter, strip_accents
+from augment.registry import parse_augment
 from augment.synonyms import SynonymAugmenter, frequent_words
 from augment.thesaurus import MyThesThesaurus, WordNetThesaurus, find_mythes
 from augment.words import word_spans
@@ -185,3 +186,17 @@ def test_missing_pair_and_thesaurus_give_clear_errors() -> None:
         find_mythes("xx")
     with pytest.raises(AugmenterError, match="English only"):
         SynonymAugmenter("gl", "wordnet").setup()
+
+
+def test_pipeline_hooks_have_defaults_and_flags_need_no_build() -> None:
+    """The pipeline calls only Augmenter methods, and asks a step's batching flag before building it."""
+    steps = parse_augment({"steps": [{"augmenter": "backtranslate", "backend": "apertium"},
+                                     {"augmenter": "backtranslate", "backend": "transformers", "forward": "m",
+                                      "backward": "m"},
+                                     {"augmenter": "noise"}]}, "gl").steps
+    assert [s.context_free for s in steps] == [False, True, True]
+    assert [s.build("gl").context_free for s in steps] == [False, True, True]
+    noise = steps[2].build("gl")
+    noise.set_stopwords(["de", "a"])  # a no-op for an augmenter without stop words
+    assert noise.variant_params(0) == noise.params
+    assert steps[0].build("gl").variant_params(1)["pivot"] == "es"

@@ -159,3 +159,21 @@ def test_tinyshakespeare_tail_split_is_the_published_validation_text(tmp_path: P
     assert join("test") == data[int(n * 0.9):].strip()
     assert join("dev") == data[int(n * 0.85):int(n * 0.9)].strip()
     assert join("train").startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+
+
+def test_code_hash_covers_every_pipelines_source_file(tmp_path: Path, monkeypatch) -> None:
+    """A change to any .py file under pipelines/, sub-folders too, is a new code hash (a new version)."""
+    import pipelines
+    from pipelines.snapshot import code_sha256
+
+    assert len(code_sha256()) == 64
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "sub" / "stage.py").write_text("A = 1\n")
+    monkeypatch.setattr(pipelines, "__file__", str(tmp_path / "__init__.py"))
+    before = code_sha256()
+    (tmp_path / "sub" / "stage.py").write_text("A = 2\n")
+    after = code_sha256()
+    assert after != before
+    (tmp_path / "sub" / "notes.txt").write_text("not code")
+    assert code_sha256() == after

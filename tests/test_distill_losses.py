@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import gl_lines
-from lm.evaluate import LN2, score_stream
-from lm.judge import bits_per_char, buckets_for, quantile_filter
-from lm.kd import cross_entropy, distill_loss, kl_full, kl_topk, topk_of
+from lm.data import align_noised, noised_pool, text_pool
+from lm.distill.judge import quantile_filter
+from lm.losses import cross_entropy, distill_loss, kl_full, kl_topk, topk_of
 from lm.loader import FlaxModel
 from lm.model import ModelConfig, init_params, make_apply
-from lm.pools import align_noised, noised_pool, text_pool
+from lm.scoring import LN2, buckets_for, score_stream, texts_bits_per_char
 from lm.tokenizer import train_tokenizer
 
 CFG = ModelConfig(vocab_size=512, dim=32, n_layers=2, n_heads=2, hidden_dim=64, context=32)
@@ -128,7 +128,7 @@ def test_batched_judge_equals_lm_evaluate_text_by_text(tok) -> None:
     model = FlaxModel(CFG, init_params(CFG, 3), tok, {})
     texts = gl_lines("test", 12) + [" ".join(gl_lines("test", 30)[12:20]), "Si."]
     assert any(len(tok.encode(t)) > CFG.context for t in texts)  # windows are exercised
-    got = bits_per_char(model.nll, tok.encode, tok.eos_id, texts, CFG.context, tokens_per_batch=256)
+    got = texts_bits_per_char(model.nll, tok.encode, tok.eos_id, texts, CFG.context, tokens_per_batch=256)
     for text, bpc in zip(texts, got):
         stream = np.asarray([tok.eos_id] + tok.encode(text), np.int32)
         nll, n = score_stream(model, stream, CFG.context // 2)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import gl_lines
 import lm.data as data
-from lm.data import Batches, encode_documents, pack, token_stream
+from lm.data import Batches, Pool, encode_documents, pack, token_stream
 from lm.errors import DataError
 from lm.tokenizer import Tokenizer, train_tokenizer
 
@@ -47,11 +47,11 @@ def test_packing_covers_every_token_exactly_once(stream: np.ndarray, context: in
 
 def test_an_epoch_of_batches_visits_every_sequence_once(stream: np.ndarray) -> None:
     p = pack(stream, 16, pad_id=0)
-    b = Batches(p, batch_size=5, seed=3)
+    b = Batches(Pool("real", p), batch_size=5, seed=3)
     seen = []
     while b.epoch == 0:
-        x, y, m = b.next()
-        seen.append((x, y, m))
+        batch = b.next()
+        seen.append((batch.inputs, batch.targets, batch.mask))
     xs = np.concatenate([s[0] for s in seen])
     ys = np.concatenate([s[1] for s in seen])
     ms = np.concatenate([s[2] for s in seen])
@@ -67,31 +67,32 @@ def test_an_epoch_of_batches_visits_every_sequence_once(stream: np.ndarray) -> N
 
 def test_batches_are_deterministic_by_seed_and_resume_exactly(stream: np.ndarray) -> None:
     p = pack(stream, 16, pad_id=0)
-    a, same, other = Batches(p, 4, seed=7), Batches(p, 4, seed=7), Batches(p, 4, seed=8)
-    first = [a.next()[0] for _ in range(30)]
-    assert all(np.array_equal(x, same.next()[0]) for x in first)
-    assert not all(np.array_equal(x, other.next()[0]) for x in first)
+    real = Pool("real", p)
+    a, same, other = Batches(real, 4, seed=7), Batches(real, 4, seed=7), Batches(real, 4, seed=8)
+    first = [a.next().inputs for _ in range(30)]
+    assert all(np.array_equal(x, same.next().inputs) for x in first)
+    assert not all(np.array_equal(x, other.next().inputs) for x in first)
     state = a.state()
-    later = [a.next()[0] for _ in range(40)]  # crosses an epoch boundary
-    resumed = Batches(p, 4, seed=7)
+    later = [a.next().inputs for _ in range(40)]  # crosses an epoch boundary
+    resumed = Batches(real, 4, seed=7)
     resumed.restore(state)
-    assert all(np.array_equal(x, resumed.next()[0]) for x in later)
+    assert all(np.array_equal(x, resumed.next().inputs) for x in later)
 
 
 def test_mixture_weight_sets_the_share_of_augmented_sequences(stream: np.ndarray) -> None:
-    real = pack(stream[:2000], 16, pad_id=0)
+    real = Pool("real", pack(stream[:2000], 16, pad_id=0))
     aug_stream = stream[2000:2600] + 10_000  # distinguishable ids
-    aug = pack(aug_stream, 16, pad_id=0)
+    aug = Pool("aug", pack(aug_stream, 16, pad_id=0))
     for w in (0.25, 0.5, 0.75):
-        b = Batches(real, 8, seed=0, augmented=aug, augmented_weight=w)
+        b = Batches(real, 8, seed=0, augmented=[aug], share=w)
         n = b.epoch_size
-        xs = np.concatenate([b.next()[0] for _ in range(-(-n // 8))])[:n]
+        xs = np.concatenate([b.next().inputs for _ in range(-(-n // 8))])[:n]
         from_aug = int((xs[:, 1] >= 10_000).sum())
         assert from_aug == b.n_aug == round(len(real) * w / (1 - w))
         assert abs(from_aug / n - w) < 0.02
     assert Batches(real, 8, seed=0).n_aug == 0
     with pytest.raises(DataError):
-        Batches(real, 8, seed=0, augmented=aug, augmented_weight=1.0)
+        Batches(real, 8, seed=0, augmented=[aug], share=1.0)
 
 
 def test_token_cache_encodes_once_per_key_and_tokenizer(tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:

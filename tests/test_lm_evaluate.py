@@ -13,7 +13,8 @@ import pytest
 
 from lm.corpus import open_snapshot
 from lm.errors import run_cli
-from lm.evaluate import bits_per_char, evaluate, main as eval_main, windows
+from lm.evaluate import main as eval_main
+from lm.scoring import bits_per_char, evaluate, windows
 from lm.generate import generate, main as gen_main, sample_next
 from lm.loader import load_model
 from lm.tokenizer import Tokenizer, train_tokenizer

@@ -15,12 +15,13 @@ import pytest
 from conftest import gl_lines
 from lm.corpus import open_snapshot
 from lm.errors import CheckpointError, run_cli
-from lm.evaluate import evaluate, main as eval_main
-from lm.export import export_int8, main as export_main
+from lm.evaluate import main as eval_main
 from lm.generate import generate_ids, main as gen_main
 from lm.loader import load_model
 from lm.model import make_apply
-from lm.prune import main as prune_main, sparsity_of
+from lm.scoring import evaluate
+from lm.ship.export import export_int8, main as export_main
+from lm.ship.prune import main as prune_main, sparsity_of
 from test_lm_corpus import corpora, tiny_run
 
 
@@ -140,7 +141,7 @@ def test_corrupt_or_truncated_exports_stop_with_one_line(hf_dir: Path, run: Path
 
 
 def test_deploy_report(run: Path, tmp_path: Path) -> None:
-    from lm.deploy import main as deploy_main
+    from lm.ship.deploy import main as deploy_main
     out = tmp_path / "deploy"
     assert deploy_main([str(run), "--out", str(out), "--sparsity", "0.5", "--finetune-steps", "5",
                         "--tokens", "8", "--threads", "1"]) == 0  # bench/deploy.py measures both

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lm.errors import UsageError
-from lm.hf_format import hf_state_dict, llama_config_dict
 from lm.model import PRESETS, ModelConfig, count_params, init_params, make_apply, preset
+from lm.ship.hf_format import hf_state_dict, llama_config_dict
 
 
 def test_presets_sizes() -> None:

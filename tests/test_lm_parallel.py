@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from lm.evaluate import evaluate
+from lm.scoring import evaluate
 from lm.loader import load_model
 from test_lm_corpus import TINY, corpora
 

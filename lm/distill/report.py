@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lm.files import write_json
+from lm.run import read_done
+
 MODEL_ORDER = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
 
@@ -126,9 +129,44 @@ def plot(run: Path, curves: dict[str, list[Path]], report: dict[str, Any]) -> No
     plt.close(fig)
 
 
+def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[str, Any],
+             **head: Any) -> tuple[dict[str, Any], dict[str, list[Path]]]:
+    """The report of a finished run (`head`: corpus, version, preset, ... first) and the curves to
+    plot, from the rounds and every model's DONE.json under `models_dir`."""
+    models: dict[str, dict] = {}
+    curves: dict[str, list[Path]] = {}
+
+    def add(name: str, folder: str, dirs: list[Path]) -> None:
+        done = read_done(models_dir / folder)
+        if done:
+            models[name] = {k: done.get(k) for k in MODEL_FIELDS}
+            curves[name] = dirs
+
+    add("teacher", "teacher", [models_dir / "judge", models_dir / "teacher"])
+    add("student", best_round["model"], [models_dir / best_round["model"]])
+    extra = [p.name for p in sorted(models_dir.glob("student_*")) if p.name.startswith(("student_renorm", "student_bucket"))]
+    for name in ("baseline", "student_no_kd", "student_no_aug", *extra):
+        add(name, name, [models_dir / name])
+    for rec in rounds:
+        if rec["model"] != best_round["model"]:
+            curves[rec["model"]] = [models_dir / rec["model"]]
+    augmenters: dict[str, dict] = {}
+    for rec in rounds:
+        for a, v in rec["augmenters"].items():
+            acc = augmenters.setdefault(a, {"variants": 0, "kept": 0})
+            acc["variants"] += v["variants"]
+            acc["kept"] += v["kept"]
+    for a in augmenters.values():
+        a["kept_fraction"] = round(a["kept"] / a["variants"], 4) if a["variants"] else 0.0
+    base = models.get("baseline", {}).get("test_bits_per_char")
+    ratio = round(models["student"]["test_bits_per_char"] / base, 4) if base else None
+    corpus, version, preset = head.pop("corpus"), head.pop("version"), head.pop("preset")
+    report = {"corpus": corpus, "version": version, "preset": preset, "rounds": rounds, "models": models,
+              "augmenters": augmenters, "best_round": best_round["round"], "student_over_baseline": ratio, **head}
+    return report, curves
+
+
 def write(run: Path, report: dict[str, Any], curves: dict[str, list[Path]]) -> None:
-    tmp = run / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(run / "report.json")
+    write_json(run / "report.json", report)
     (run / "report.md").write_text(markdown(report), encoding="utf-8")
     plot(run, curves, report)

@@ -1,10 +1,10 @@
 """Cached top-k teacher outputs: `RUN/teacher-cache/POOL.{indices,logprobs,filled}.npy` + `meta.json`.
 
-For every packed sequence of a pool (see `lm.mixture`) and every position, the teacher's K most
+For every packed sequence of a pool (see `lm.data`) and every position, the teacher's K most
 likely next tokens (`indices`, uint16 when the vocabulary allows, else int32) and their
 log-probabilities at the distillation temperature (`logprobs`, float16: logits / T less their
 log-partition, so the mass outside the K tokens is 1 - sum exp(logprobs) and both tails of
-`lm.kd.kl_topk` come from the cache). The teacher reads the clean input of each sequence.
+`lm.losses.kl_topk` come from the cache). The teacher reads the clean input of each sequence.
 
 The cache fills as the students ask: a batch's rows that are not cached yet go through the
 teacher (one jitted top-k forward, padded to the batch size) and are stored; every later visit
@@ -19,7 +19,6 @@ tokens; the cache costs at most the pools' size.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -29,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.kd import TopK
-from lm.mixture import Batch, Pool
+from lm.data import Batch, Pool
+from lm.files import read_json, write_json
+from lm.losses import TopK
 
 CACHE_DIR = "teacher-cache"
 
@@ -69,14 +69,12 @@ class TeacherCache:
     # ---- files -------------------------------------------------------------------------------
     def _meta(self) -> dict:
         try:
-            return json.loads((self.dir / "meta.json").read_text(encoding="utf-8"))
+            return read_json(self.dir / "meta.json")
         except (OSError, ValueError):
             return {}
 
     def _write_meta(self, meta: dict) -> None:
-        tmp = self.dir / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(self.dir / "meta.json")
+        write_json(self.dir / "meta.json", meta, sort_keys=True)
 
     def _path(self, name: str, part: str) -> Path:
         return self.dir / f"{name}.{part}.npy"

@@ -1,4 +1,4 @@
-"""`python -m lm.deploy RUN [--sparsity S] [--finetune-steps N] [--tokens N] [--prompt TEXT]`
+"""`python -m lm.ship.deploy RUN [--sparsity S] [--finetune-steps N] [--tokens N] [--prompt TEXT]`
 
 What each deployable form of a trained run costs on this machine. Makes what is missing under
 `RUN/deploy/` (`hf` and `int8` exports, `int8-float-emb` with the embedding left float32, and a
@@ -13,7 +13,7 @@ pruned run per `--sparsity`), then measures every artefact:
 
 Writes `RUN/deploy/deploy.json`, `deploy.md` and `bits_vs_size.png`. Our Flax forms generate
 with `lm.decode`'s key/value cache; the `hf` export runs on transformers and PyTorch with
-transformers' cache (`lm.hf_teacher.HFDecoder`), and `--hf-generate` adds a row for
+transformers' cache (`lm.hf_model.HFDecoder`), and `--hf-generate` adds a row for
 `model.generate()` itself. Exit codes: 0 ok, 1 failure, 2 usage.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.errors import UsageError, run_cli
+from lm.files import read_json, write_json
 
 PROMPT = "A "
 THREADS = ("1", "all")
@@ -112,7 +113,7 @@ def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, A
 
 
 def run_probe(model: Path, threads: str, tokens: int, prompt: str, engine: str = "ours") -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "lm.deploy", "--probe", str(model), "--tokens", str(tokens), "--prompt", prompt,
+    cmd = [sys.executable, "-m", "lm.ship.deploy", "--probe", str(model), "--tokens", str(tokens), "--prompt", prompt,
            "--engine", engine]
     res = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True)
     if res.returncode:
@@ -127,9 +128,11 @@ def folder_bytes(path: Path) -> int:
 
 def weights_bytes(path: Path) -> int:
     """The weights alone: model.safetensors of an export, the checkpoint read from a run."""
-    if (path / "model.safetensors").is_file():
-        return (path / "model.safetensors").stat().st_size
     from lm.checkpoint import BEST_DIR, Checkpoints
+    from lm.loader import WEIGHTS
+
+    if (path / WEIGHTS).is_file():
+        return (path / WEIGHTS).stat().st_size
     step = Checkpoints(path, read_only=True).latest_step(BEST_DIR)
     folder = path / BEST_DIR / str(step) if step is not None else path
     return folder_bytes(folder)
@@ -137,9 +140,9 @@ def weights_bytes(path: Path) -> int:
 
 def ensure_artefacts(run: Path, out: Path, sparsities: list[float], finetune_steps: int,
                      corpus: str | None) -> dict[str, Path]:
-    from lm.export import export_hf, export_int8
-    from lm.loader import load_model
-    from lm.prune import parse_args as prune_args, prune_run
+    from lm.loader import EXPORT_FILE, load_model
+    from lm.ship.export import export_hf, export_int8
+    from lm.ship.prune import PRUNE_FILE, prune_run
 
     arts: dict[str, Path] = {"float32": run}
     model = None
@@ -147,23 +150,23 @@ def ensure_artefacts(run: Path, out: Path, sparsities: list[float], finetune_ste
                        ("int8", lambda m, p: export_int8(m, p, embeddings=True)),
                        ("int8-float-emb", lambda m, p: export_int8(m, p, embeddings=False))):
         path = out / name
-        if not (path / "export.json").is_file():
+        if not (path / EXPORT_FILE).is_file():
             model = model or load_model(run)
             make(model, path)
         arts[name] = path
     for s in sparsities:
         path = out / f"pruned-{s:g}"
-        if not (path / "prune.json").is_file():
-            argv = [str(run), "--sparsity", str(s), "--finetune-steps", str(finetune_steps), "--out", str(path), "--quiet"]
-            prune_run(prune_args(argv + (["--corpus", corpus] if corpus else [])))
+        if not (path / PRUNE_FILE).is_file():
+            prune_run(run, sparsity=s, finetune_steps=finetune_steps, corpus=corpus, out=path, quiet=True)
         arts[f"pruned-{s:g}"] = path
     return arts
 
 
 def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_generate: bool,
             threads: list[str]) -> list[dict[str, Any]]:
-    from lm.evaluate import evaluate
     from lm.loader import load_model
+    from lm.scoring import evaluate
+    from lm.ship.prune import PRUNE_FILE
 
     rows = []
     jobs = [(name, path, "ours") for name, path in arts.items()]
@@ -176,8 +179,8 @@ def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_gen
         if engine == "ours":
             model = load_model(path)
             row["test_bits_per_char"] = round(evaluate(model, "test", corpus)["bits_per_char"], 4)
-            if (path / "prune.json").is_file():
-                pr = json.loads((path / "prune.json").read_text())
+            if (path / PRUNE_FILE).is_file():
+                pr = read_json(path / PRUNE_FILE)
                 row["sparsity"], row["nonzero_params"] = round(pr["sparsity"], 4), pr["nonzero_params"]
         for th in threads:
             row[f"threads_{th}"] = run_probe(path, th, tokens, prompt, engine)
@@ -228,7 +231,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lm.deploy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lm.ship.deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("run", nargs="?", help="a trained run folder (lm.train, or lm.distill's RUN/models/NAME)")
     p.add_argument("--out", help="where the artefacts and the report go (default RUN/deploy)")
     p.add_argument("--corpus", help="OUT/NAME or a version folder (default: the run's own)")
@@ -251,12 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe(args.probe, args.tokens, args.prompt, args.engine)))
         return 0
     if not args.run:
-        raise UsageError("give a run folder: python -m lm.deploy RUN")
+        raise UsageError("give a run folder: python -m lm.ship.deploy RUN")
     from lm import parallel
-    from lm.compile_cache import enable_compile_cache
     from lm.loader import load_model
-    parallel.use_cpu_cores()
-    enable_compile_cache()
+    parallel.start_command()
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "deploy"
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     arts = ensure_artefacts(run, out, args.sparsity, args.finetune_steps, args.corpus)
     doc = {"run": str(run), "corpus": corpus, "tokens": args.tokens, "prompt": args.prompt, "cpus": os.cpu_count(),
            "artefacts": measure(arts, corpus, args.tokens, args.prompt, args.hf_generate, args.threads)}
-    (out / "deploy.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "deploy.json", doc)
     (out / "deploy.md").write_text(markdown(doc), encoding="utf-8")
     plot(doc, out / "bits_vs_size.png")
     print(markdown(doc))

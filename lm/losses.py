@@ -1,4 +1,5 @@
-"""Distillation losses: `alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)`.
+"""Training losses: next-token cross-entropy and distillation,
+`alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)`.
 
 * CE is the usual next-token cross-entropy on the hard labels, at temperature 1.
 * `teacher_T` and `student_T` are the softmax of logits / T. The T^2 factor keeps the gradient of
@@ -16,16 +17,50 @@ weights and returns a scalar: the masked mean over tokens.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lm.model import token_nll
+from lm.errors import UsageError
 
 KL_KINDS = ("forward", "reverse")
 TAILS = ("renorm", "bucket")
 _TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What a training step minimises. alpha 1 (the default) is plain cross-entropy."""
+
+    alpha: float = 1.0
+    temperature: float = 1.0
+    kl: str = "forward"
+    top_k: int = 0                 # 0: the teacher's full distribution
+    tail: str = "bucket"
+
+    def __post_init__(self) -> None:
+        if self.kl not in KL_KINDS:
+            raise UsageError(f"--kl must be one of {', '.join(KL_KINDS)}, not {self.kl!r}")
+        if self.tail not in TAILS:
+            raise UsageError(f"--tail must be one of {', '.join(TAILS)}, not {self.tail!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"--alpha must be in [0, 1], not {self.alpha}")
+        if self.temperature <= 0:
+            raise UsageError(f"--temperature must be positive, not {self.temperature}")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be at least 1, not {self.top_k}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha < 1.0
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Negative log-likelihood in nats of each target under float32 logits: [B, T]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
 class TopK(NamedTuple):

@@ -1,24 +1,25 @@
-"""`python -m lm.prune RUN --sparsity S [--scope global|layer] [--finetune-steps N] --out RUN2`
+"""`python -m lm.ship.prune RUN --sparsity S [--scope global|layer] [--finetune-steps N] --out RUN2`
 
 Magnitude pruning with a short recovery fine-tune. The smallest-magnitude weights of every
 projection matrix (attention q/k/v/o, MLP gate/up/down, an untied output layer) are set to zero:
 the S fraction of all of them together (`global`, the default: layers that matter more keep
 more) or of each matrix (`layer`). The embedding is kept whole: it is also the output layer
 when tied, and a zeroed row would silence a token. Then the model trains N steps on the run's
-corpus (cross-entropy on real train text, the run's batch, a tenth of its peak learning rate
-unless `--lr`) with the pruned weights held at zero, and the best dev checkpoint is kept.
+corpus (`lm.trainer`: cross-entropy on real train text, the run's batch, a tenth of its peak
+learning rate unless `--lr`) with the pruned weights held at zero, and the best dev checkpoint
+is kept.
 
-RUN2 is a run folder like any other (lm.evaluate, lm.generate, lm.export read it) with
+RUN2 is a run folder like any other (lm.evaluate, lm.generate, lm.ship.export read it) with
 `prune.json`: requested and reached sparsity, nonzero parameters, and dev and test bits per
 character of the dense model, the pruned one before the fine-tune and after it. Pruned weights
-are stored densely: pruning alone does not shrink the files (lm.deploy reports both).
+are stored densely: pruning alone does not shrink the files (lm.ship.deploy reports both).
 Structured pruning (whole heads or neurons) is not offered yet. Exit codes: 0 ok, 1 failure, 2 usage.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,15 @@ import numpy as np
 
 from lm import parallel
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
-from lm.compile_cache import enable_compile_cache
-from lm.corpus import open_snapshot
-from lm.data import pack, token_stream
+from lm.corpus import Snapshot, open_snapshot
+from lm.data import Batches, pack, real_pool, token_stream
 from lm.errors import UsageError, run_cli
-from lm.evaluate import evaluate
-from lm.kd_train import PhaseConfig, train_phase, write_run_json
+from lm.files import read_json, write_json
 from lm.loader import FlaxModel, load_model
-from lm.mixture import MixBatches
-from lm.pools import real_pool
+from lm.run import RUN_FILE, write_run
+from lm.scoring import evaluate
+from lm.tokenizer import MODEL_FILE, Tokenizer
+from lm.trainer import Dev, LoopConfig, OptimConfig, train
 
 PRUNE_FILE = "prune.json"
 SCOPES = ("global", "layer")
@@ -97,7 +98,7 @@ def sparsity_of(params: Any) -> tuple[float, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lm.prune", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lm.ship.prune", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of projection weights set to zero")
     p.add_argument("--scope", choices=SCOPES, default="global")
@@ -115,58 +116,83 @@ def _scores(model: Any, corpus: str) -> dict[str, float]:
     return {f"{s}_bits_per_char": evaluate(model, s, corpus)["bits_per_char"] for s in ("dev", "test")}
 
 
-def prune_run(args: argparse.Namespace) -> dict[str, Any]:
-    src = Path(args.run)
+def _dev(snap: Snapshot, tok: Tokenizer, context: int) -> Dev | None:
+    """The whole dev split, scored during the fine-tune (`dev_bpc`); None when it is empty."""
+    docs = snap.documents("dev")
+    chars = len(snap.separator.join(docs))
+    if not chars:
+        return None
+    return Dev(pack(token_stream(tok, docs, f"{snap.name}/{snap.version}/dev"), context, tok.eos_id), chars)
+
+
+def _finetune(out: Path, model: FlaxModel, snap: Snapshot, optim: OptimConfig, pruned: Any, keep: Any, *,
+              steps: int, batch: int, seed: int, quiet: bool) -> None:
+    """`steps` of cross-entropy on the train split from `pruned`, the zeros held by `keep`."""
+    cfg, tok = model.cfg, model.tokenizer
+    real = real_pool(tok, snap.documents("train"), cfg.context, f"{snap.name}/{snap.version}/train")
+    every = max(1, steps // 4)
+    loop = LoopConfig(steps=steps, batch=batch, eval_every=every, save_every=every, log_every=20, desc="prune",
+                      quiet=quiet)
+    train(out, cfg, optim, loop, Batches(real, batch, seed), _dev(snap, tok, cfg.context), seed=seed,
+          start_params=pruned, keep=keep)
+
+
+def _save_only(out: Path, params: Any) -> None:
+    """No fine-tune: the pruned weights as the run's only checkpoint."""
+    ckpts = Checkpoints(out)
+    for which in (BEST_DIR, RESUME_DIR):
+        ckpts.save(which, 0, {"params": params}, {"step": 0, "dev_loss": None})
+    ckpts.close()
+
+
+def prune_run(run: str | Path, *, sparsity: float, out: str | Path, scope: str = "global", finetune_steps: int = 100,
+              lr: float | None = None, batch: int | None = None, corpus: str | None = None, seed: int = 0,
+              quiet: bool = False) -> dict[str, Any]:
+    """Prune run folder `run` into the run folder `out` (see the module docstring); returns the
+    report also written to `out/prune.json`. `lr`, `batch`, `corpus`: default the run's own."""
+    src, out = Path(run), Path(out)
     model = load_model(src)
     if not isinstance(model, FlaxModel) or model.info.get("format") != "run":
-        raise UsageError(f"{src}: lm.prune needs a float run folder (not an export)")
-    if args.finetune_steps < 0:
+        raise UsageError(f"{src}: lm.ship.prune needs a float run folder (not an export)")
+    if finetune_steps < 0:
         raise UsageError("--finetune-steps must be at least 0")
-    run_info = json.loads((src / "run.json").read_text(encoding="utf-8"))
-    corpus = args.corpus or model.info.get("corpus", {}).get("path")
+    run_info = read_json(src / RUN_FILE)
+    corpus = corpus or model.info.get("corpus", {}).get("path")
     if not corpus:
         raise UsageError(f"{src}: the run names no corpus; give --corpus")
     snap = open_snapshot(corpus)
     cfg, tok = model.cfg, model.tokenizer
     params = jax.tree.map(np.asarray, model.params)
-    keep = magnitude_masks(params, args.sparsity, args.scope)
+    keep = magnitude_masks(params, sparsity, scope)
     pruned = jax.tree.map(lambda w, k: w * k, params, keep)
-    report: dict[str, Any] = {"source": str(src), "checkpoint": model.info.get("checkpoint"), "scope": args.scope,
-                              "sparsity_requested": args.sparsity, "finetune_steps": args.finetune_steps,
+    report: dict[str, Any] = {"source": str(src), "checkpoint": model.info.get("checkpoint"), "scope": scope,
+                              "sparsity_requested": sparsity, "finetune_steps": finetune_steps,
                               "dense": _scores(model, corpus),
                               "pruned": _scores(FlaxModel(cfg, pruned, tok, model.info), corpus)}
-    out = Path(args.out)
-    batch = args.batch or run_info["train"]["batch"]
-    lr = args.lr or run_info["train"]["lr"] / 10
-    phase = PhaseConfig(steps=max(1, args.finetune_steps), batch=batch, lr=lr,
-                        warmup=max(1, args.finetune_steps // 10), seed=args.seed, eval_points=4)
-    extra = {"pruned_from": str(src), "sparsity": args.sparsity, "scope": args.scope}
-    if args.finetune_steps:
-        key = f"{snap.name}/{snap.version}"
-        real = real_pool(tok, snap.documents("train"), cfg.context, f"{key}/train")
-        dev_text = snap.text("dev")
-        dev = pack(token_stream(tok, [dev_text], f"{key}/dev"), cfg.context, tok.eos_id) if dev_text else None
-        train_phase(out, "prune", cfg, phase, MixBatches(real, [], {}, 0.0, batch, args.seed), dev, len(dev_text),
-                    tok, snap, start_params=pruned, quiet=args.quiet, extra=extra, keep=keep)
-    else:  # no fine-tune: the pruned weights as the run's only checkpoint
-        write_run_json(out, cfg, phase, tok, snap, extra)
-        ckpts = Checkpoints(out)
-        for which in (BEST_DIR, RESUME_DIR):
-            ckpts.save(which, 0, {"params": pruned}, {"step": 0, "dev_loss": None})
-        ckpts.close()
+    batch = batch or run_info["train"]["batch"]
+    steps = max(1, finetune_steps)
+    optim = OptimConfig(lr=lr or run_info["train"]["optim"]["lr"] / 10, warmup=max(1, steps // 10), decay_steps=steps)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(out / MODEL_FILE)
+    write_run(out, cfg, {"batch": batch, "seed": seed, "optim": asdict(optim)}, tok.describe(), snap, steps,
+              pruned_from=str(src), sparsity=sparsity, scope=scope)
+    if finetune_steps:
+        _finetune(out, model, snap, optim, pruned, keep, steps=steps, batch=batch, seed=seed, quiet=quiet)
+    else:
+        _save_only(out, pruned)
     final = load_model(out)
-    report["finetuned" if args.finetune_steps else "final"] = _scores(final, corpus)
+    report["finetuned" if finetune_steps else "final"] = _scores(final, corpus)
     report["sparsity"], report["nonzero_params"] = sparsity_of(jax.tree.map(np.asarray, final.params))
     report["params"] = cfg.n_params()
-    (out / PRUNE_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out / PRUNE_FILE, report)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parallel.use_cpu_cores()
-    enable_compile_cache()
-    r = prune_run(args)
+    parallel.start_command()
+    r = prune_run(args.run, sparsity=args.sparsity, scope=args.scope, finetune_steps=args.finetune_steps, lr=args.lr,
+                  batch=args.batch, corpus=args.corpus, seed=args.seed, out=args.out, quiet=args.quiet)
     after = r.get("finetuned") or r.get("final")
     print(f"{args.out}: sparsity {r['sparsity']:.3f} ({r['nonzero_params']:,} of {r['params']:,} parameters nonzero); "
           f"test bits/char dense {r['dense']['test_bits_per_char']:.4f}, pruned {r['pruned']['test_bits_per_char']:.4f}, "

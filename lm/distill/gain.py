@@ -17,9 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from lm.data import Packed
-from lm.kd import cross_entropy
-from lm.mixture import Pool
+from lm.data import Packed, Pool
+from lm.losses import cross_entropy
 from lm.model import ModelConfig, make_apply
 
 

@@ -1,16 +1,16 @@
-"""A Hugging Face causal LM as a teacher: scores text and samples continuations.
+"""A Hugging Face causal LM: scores text and samples continuations.
 
 Loaded from a local folder with `transformers.AutoModelForCausalLM` on PyTorch, safetensors
 weights only (`use_safetensors=True`) and never remote code (`trust_remote_code=False`), on the
-GPU when there is one, else the CPU. It has its own tokenizer, so it cannot give our student
-token-level soft targets; it teaches by sequence-level distillation instead (its samples become
-training text) and it judges augmented text in bits per character, which does not depend on
-the tokenizer.
+GPU when there is one, else the CPU (torch and transformers are imported only then).
 
-`HFTeacher` has the interface of `lm.loader.LanguageModel` (`tokenizer` with `encode`,
-`decode`, `eos_id`, `sha256`; `context`; `info`; `nll`; `next_logits`; `decoder`), so
-`lm.evaluate`, `lm.judge` and `lm.generate` use it exactly as they use our own models; it is
-also how an `lm.export --format hf` folder is loaded.
+`HFModel` has the interface of `lm.loader.LanguageModel` (`tokenizer` with `encode`, `decode`,
+`eos_id`, `sha256`; `context`; `info`; `nll`; `next_logits`; `decoder`), so `lm.evaluate`,
+`lm.generate` and `lm.distill`'s judge use it exactly as they use our own models; `lm.loader`
+reads an `lm.ship.export --format hf` folder (or any such folder) with it. It has its own
+tokenizer, so as `lm.distill`'s teacher it cannot give our student token-level soft targets: it
+teaches by sequence-level distillation (`sample`: its samples become training text) and judges
+augmented text in bits per character, which does not depend on the tokenizer.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lm.errors import CheckpointError, UsageError
+from lm.errors import CheckpointError, UsageError, first_line
 
 MAX_CONTEXT = 1024  # scoring windows: long enough for sentences, short enough for a CPU
 
@@ -61,18 +61,20 @@ class HFTokenizer:
         return {"type": "huggingface", "vocab_size": self.vocab_size, "sha256": self.sha256}
 
 
-class HFTeacher:
-    def __init__(self, path: str | Path, device: str | None = None):
+class HFModel:
+    """`label` starts the error messages: what the user gave the folder as (an option, say)."""
+
+    def __init__(self, path: str | Path, device: str | None = None, label: str = "Hugging Face model"):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
-            raise UsageError(f"--teacher-hf needs PyTorch and transformers ({exc}); pip install -e '.[hf]'") from exc
+            raise UsageError(f"{label} needs PyTorch and transformers ({exc}); pip install -e '.[hf]'") from exc
         p = Path(path)
         if not p.is_dir():
-            raise CheckpointError(f"--teacher-hf {p}: not a folder (a local Hugging Face model folder is expected)")
+            raise CheckpointError(f"{label} {p}: not a folder (a local Hugging Face model folder is expected)")
         if not any(p.glob("*.safetensors")):
-            raise CheckpointError(f"--teacher-hf {p}: no .safetensors weights (only safetensors are loaded, never pickles)")
+            raise CheckpointError(f"{label} {p}: no .safetensors weights (only safetensors are loaded, never pickles)")
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -80,8 +82,8 @@ class HFTeacher:
             self.model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, trust_remote_code=False,
                                                               dtype=torch.float32).to(self.device).eval()
         except (OSError, ValueError, KeyError) as exc:
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise CheckpointError(f"--teacher-hf {p}: cannot load the model ({msg})") from exc
+            msg = first_line(exc)
+            raise CheckpointError(f"{label} {p}: cannot load the model ({msg})") from exc
         self.tokenizer = HFTokenizer(tok)
         # transformers 5 renamed the key/value cache argument (and output) `past_key_values` -> `cache`
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -109,7 +111,6 @@ class HFTeacher:
 
     def decoder(self) -> "HFDecoder":
         return HFDecoder(self)
-
 
     def sample(self, prefixes: Sequence[str], seed: int, max_new_tokens: int = 48, temperature: float = 1.0,
                top_k: int = 0, batch: int = 16) -> list[str]:
@@ -147,7 +148,7 @@ class HFTeacher:
 class HFDecoder:
     """transformers' key/value cache behind lm.decode's start/step interface (same context shift)."""
 
-    def __init__(self, model: HFTeacher):
+    def __init__(self, model: HFModel):
         self.model, self.past, self.tokens = model, None, []
 
     def _run(self, tokens: list[int]) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The command line of `python -m lm.distill` (see `lm.distill`): options, then the stages in order."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lm import parallel
+from lm.corpus import open_snapshot
+from lm.errors import DataError, run_cli
+
+from lm.distill import report as distill_report, teachers
+from lm.distill.config import DEFAULT_CACHE_K, GIVEN, PRESETS, resolve_settings
+from lm.distill.rounds import Rounds
+from lm.distill.variants import ensure_augmented, noise_kinds, read_variants
+from lm.distill.workspace import Workspace, run_tokenizer
+
+DESCRIPTION = "`python -m lm.distill --corpus OUT/NAME --out RUN [options]`: augmentation plus distillation."
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lm.distill", description=DESCRIPTION)
+    p.add_argument("--corpus", required=True, help="OUT/NAME (follows LATEST) or a version folder")
+    p.add_argument("--out", required=True, help="run folder (re-run the same command to resume)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="sizes, steps, rounds (demo)")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--teacher", help="a run folder of ours to use as the teacher (its tokenizer is adopted)")
+    t.add_argument("--teacher-hf", help="a local Hugging Face causal LM folder (safetensors): sequence-level distillation")
+    p.add_argument("--rounds", type=int, help="augment-judge-distil rounds (stops early without dev gain)")
+    p.add_argument("--alpha", type=float, help="weight of cross-entropy; 1 - alpha on the KL term (0.2)")
+    p.add_argument("--temperature", type=float, help="softmax temperature of the KL term (1.0)")
+    p.add_argument("--kl", choices=("forward", "reverse"), help="KL(teacher || student) or the reverse")
+    p.add_argument("--top-k", type=int, help=f"KL on the teacher's top K tokens (default: all; {DEFAULT_CACHE_K} when cached)")
+    p.add_argument("--tail", choices=("bucket", "renorm"), help="top-k: keep the missing mass as a bucket, or renormalise")
+    p.add_argument("--cache", choices=("auto", "always", "never"), help="top-k teacher cache (auto: when it pays)")
+    p.add_argument("--keep-quantile", type=float, help="drop variants worse than this quantile of real sentences (0.9)")
+    p.add_argument("--aug-share", type=float, help="share of training sequences from augmented text")
+    p.add_argument("--noised-input", action="store_true", default=None,
+                   help="noise variants as student input with their clean parents as targets")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--student-steps", type=int, help="override the preset")
+    p.add_argument("--judge-steps", type=int, help="override the preset")
+    p.add_argument("--teacher-steps", type=int, help="override the preset")
+    p.add_argument("--student-lr", type=float, help="peak learning rate of every student (override the preset)")
+    p.add_argument("--no-baselines", action="store_true", help="skip baseline, student_no_kd, student_no_aug")
+    p.add_argument("--compare-tail", action="store_true",
+                   help="also train the student with the other top-k tail (student_renorm or student_bucket)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def distill(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage of the loop in `args.out`; returns the report."""
+    t0 = time.perf_counter()
+    run = Path(args.out)
+    snapshot = open_snapshot(args.corpus)
+    given = {k: getattr(args, k) for k in GIVEN if getattr(args, k) is not None}
+    s = resolve_settings(args.preset, given, snapshot, run)
+    pre = s.preset_values()
+    aug_dir = ensure_augmented(snapshot)
+    aug_rows = read_variants(aug_dir)
+    if not aug_rows:
+        raise DataError(f"no augmented variants in {aug_dir}")
+    tok = run_tokenizer(run, s, pre, snapshot, [r["text"] for r in aug_rows])
+    ws = Workspace(run, snapshot, s, pre, tok, args.quiet, t0)
+    ws.log(f"{snapshot.name} {snapshot.version}: {len(aug_rows):,} augmented variants, "
+           f"tokenizer {tok.vocab_size} pieces")
+
+    if s.teacher or s.teacher_hf:
+        judge = teachers.external_teacher(ws)  # it judges and teaches
+        teacher, hf = (None, judge) if s.teacher_hf else (judge, None)
+    else:
+        judge, teacher, hf = teachers.train_judge(ws), None, None  # the teacher: after round 1's judging
+    loop = Rounds(ws, judge, teacher, hf, aug_rows, noise_kinds(aug_dir), args.no_baselines)
+    rounds, best, plan = loop.run(args.compare_tail)
+
+    report, curves = distill_report.assemble(
+        ws.models, [asdict(r) for r in rounds], asdict(best), corpus=snapshot.name, version=snapshot.version,
+        preset=s.preset, teacher_source=s.teacher_hf or s.teacher or "trained here (teacher preset)",
+        teacher_logits=plan.describe(s.tail), teacher_cache=plan.cache.stats() if plan.cache else None,
+        settings=asdict(s), student_model=loop.student_cfg.to_dict(),
+        wall_seconds=round(time.perf_counter() - t0, 1))
+    distill_report.write(run, report, curves)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parallel.start_command()
+    report = distill(args)
+    print(distill_report.models_table(report))
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

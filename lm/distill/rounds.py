@@ -1,0 +1,267 @@
+"""The loop: augment, judge, distil, for as many rounds as dev bits per character improves, then
+the baselines.
+
+How students get the teacher's soft targets is decided once, right after the teacher exists
+(`KDPlan`): "live" (the teacher's forward inside the student's jitted step), "cached" (top-k from
+`RUN/teacher-cache/` when `--cache always`, or `auto` and the students would read more teacher
+tokens than the cache holds) or "seq" (a Hugging Face teacher with its own tokenizer: its samples
+are the lesson). Each round ends in a `RoundRecord` (`RUN/rounds/rN/round.json`), read back on a
+re-run.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lm.data import Batches, Pool, noised_pool, pool_tokens, text_pool
+from lm.files import read_json, write_json
+from lm.loader import FlaxModel, load_model
+from lm.model import make_apply
+from lm.trainer import Teacher
+
+from lm.distill import teachers
+from lm.distill.config import DEFAULT_CACHE_K
+from lm.distill.gain import dev_gains, next_weights
+from lm.distill.judge import judge_round, real_scores
+from lm.distill.teacher_cache import TeacherCache, pays
+from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, merge, read_variants_file,
+                                 teacher_samples, write_variants)
+from lm.distill.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class KDPlan:
+    mode: str                   # "live", "cached" or "seq"
+    top_k: int                  # 0: the teacher's full distribution
+    teacher: Teacher | None     # what lm.trainer reads; None for "seq"
+    cache: TeacherCache | None
+
+    @property
+    def token_level(self) -> bool:
+        return self.mode in ("live", "cached")
+
+    def describe(self, tail: str) -> str:
+        return {"live": "computed in the student's step", "cached": f"top-{self.top_k} cache ({tail})",
+                "seq": "sequence-level (teacher samples)"}[self.mode]
+
+
+def plan_kd(ws: Workspace, teacher: FlaxModel | None, students: int, context: int, pool_estimate: int) -> KDPlan:
+    """`students` models of `context` tokens will learn from `teacher` (None: --teacher-hf) on
+    pools of about `pool_estimate` tokens."""
+    s, pre = ws.settings, ws.preset
+    if s.teacher_hf:
+        return KDPlan("seq", s.top_k or 0, None, None)
+    if s.cache == "always" or (s.cache == "auto" and pays(students, pre.student_steps, pre.batch, context,
+                                                          pool_estimate)):
+        k = s.top_k or DEFAULT_CACHE_K
+        teacher_id = f"{teacher.info.get('path')}@{teacher.info.get('checkpoint')}"
+        cache = TeacherCache(ws.run, teacher_id, k, s.temperature, make_apply(teacher.cfg), teacher.params)
+        return KDPlan("cached", k, Teacher(cache=cache), cache)
+    return KDPlan("live", s.top_k or 0, Teacher(cfg=teacher.cfg, params=teacher.params), None)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round, as `RUN/rounds/rN/round.json` and the report's `rounds` hold it."""
+
+    round: int
+    seed: int                           # of this round's augmentation
+    model: str                          # the round's student: models/student-rN
+    new_variants: int
+    kept_variants: int
+    pool_variants: int                  # kept variants of every round so far
+    threshold_bits_per_char: float
+    augmenters: dict[str, dict]         # this round's verdict per augmenter
+    median_bits_per_char: dict[str, float]
+    kept_fractions: dict[str, float]
+    weights: dict[str, float]           # the mixture this round's student trained on
+    gains: dict[str, float]             # dev gain per augmenter pool
+    real_gain: float | None
+    next_weights: dict[str, float]
+    dev_bits_per_char: float
+    test_bits_per_char: float
+    improved: bool
+
+    @classmethod
+    def read(cls, path: Path) -> "RoundRecord | None":
+        return cls(**read_json(path)) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A round's new variants after judging: those kept and the verdict (`judge.judge_round`)."""
+
+    new: list[dict]
+    kept: list[dict]
+    verdict: dict[str, Any]
+
+
+class Rounds:
+    """The rounds of one run: the judge, the given teacher (None: trained after round 1's judging;
+    or --teacher-hf, whose model `hf` samples), the student's shape, the real and dev text."""
+
+    def __init__(self, ws: Workspace, judge: Any, teacher: FlaxModel | None, hf: Any, aug_rows: list[dict],
+                 noise_kinds: dict[str, str | None], no_baselines: bool):
+        self.ws, self.judge, self.hf, self.aug_rows, self.noise_kinds = ws, judge, hf, aug_rows, noise_kinds
+        self.no_baselines = no_baselines
+        self.student_cfg = ws.preset.student_model(ws.tok.vocab_size, teacher.context if teacher else None)
+        ctx = self.student_cfg.context
+        self.real, self.dev = ws.real(ctx), ws.dev(ctx)
+        self.real_bpc = real_scores(ws, judge)
+        self.teacher = teacher
+
+    def path(self, r: int, name: str) -> Path:
+        return self.ws.run / "rounds" / f"r{r}" / name
+
+    def seed(self, r: int) -> int:
+        return augment_seed(self.ws.snapshot) + (r - 1) * 1000 + self.ws.settings.seed
+
+    # -- a round
+    def select(self, r: int, weights: dict[str, float], kept_so_far: list[dict]) -> Selection:
+        """The round's new variants (round 1: the snapshot's augmented set; later: pipelines.augment
+        again with a new seed), plus the Hugging Face teacher's samples, judged."""
+        new = list(self.aug_rows) if r == 1 else augment_round(self.ws.run, self.ws.snapshot, self.seed(r), weights)
+        if self.hf is not None and (r == 1 or weights.get(TEACHER_SAMPLE, 0.0) >= 0.05):
+            new += teacher_samples(self.ws, self.hf, r, self.seed(r))
+        have = {x["id"] for x in kept_so_far}
+        new = [x for x in new if x["id"] not in have]
+        kept, verdict = judge_round(self.ws, r, new, self.judge, self.real_bpc)
+        if not self.path(r, "kept.parquet").is_file():
+            write_variants(self.path(r, "kept.parquet"), kept)
+        return Selection(new, kept, verdict)
+
+    def distil(self, r: int, sel: Selection, kept: list[dict], weights: dict[str, float],
+               last: RoundRecord | None, best: RoundRecord | None, plan: KDPlan) -> RoundRecord:
+        """Train the round's student on real text plus every kept variant so far; measure the dev
+        gain of each pool, which with the kept fractions sets the next round's weights."""
+        ws = self.ws
+        pools = self.build_pools(kept)
+        if r == 1:
+            total = sum(len(p) for p in pools) or 1.0
+            weights = {p.name: round(float(len(p)) / total, 4) for p in pools}
+        name = f"student-r{r}"
+        info = self.train_student(plan, name, pools, weights, kd=plan.token_level)
+        student = load_model(ws.models / name)
+        gains = dev_gains(self.student_cfg, student.params, self.dev.packed, [self.real] + pools, ws.preset.batch,
+                          ws.settings.seed + r) if self.dev is not None else {}
+        kept_frac = {a: v["kept_fraction"] for a, v in sel.verdict["augmenters"].items()}
+        for p in pools:  # augmenters not produced this round keep their last kept fraction
+            kept_frac.setdefault(p.name, last.kept_fractions.get(p.name, 0.0) if last else 0.0)
+        dev_bpc = info["dev_bits_per_char"]
+        rec = RoundRecord(
+            round=r, seed=self.seed(r), model=name, new_variants=len(sel.new), kept_variants=len(sel.kept),
+            pool_variants=len(kept), threshold_bits_per_char=sel.verdict["threshold"],
+            augmenters=sel.verdict["augmenters"], median_bits_per_char=sel.verdict["median_bpc"],
+            kept_fractions=kept_frac, weights=weights, gains={k: v for k, v in gains.items() if k != "real"},
+            real_gain=gains.get("real"),
+            next_weights=next_weights({p.name: kept_frac.get(p.name, 0.0) for p in pools}, gains),
+            dev_bits_per_char=dev_bpc, test_bits_per_char=info["test_bits_per_char"],
+            improved=best is None or dev_bpc < best.dev_bits_per_char)
+        write_json(self.path(r, "round.json"), asdict(rec))
+        ws.log(f"round {r}: student dev {dev_bpc:.4f} bits/char" + ("" if rec.improved else " (no better: stopping)"))
+        return rec
+
+    # -- the loop
+    def run(self, compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan]:
+        """Every round (until dev stops improving), then the baselines; the rounds, the best, the plan."""
+        ws, s = self.ws, self.ws.settings
+        first = self.select(1, {}, [])
+        teacher = self.teacher
+        if teacher is None and not s.teacher_hf:
+            teacher = teachers.train_teacher(ws, self.judge, first.kept)
+        students = s.rounds + (0 if self.no_baselines else 1)
+        # the pools' size, estimated before judging: real text and every variant
+        n_train = len(ws.snapshot.records("train"))
+        estimate = pool_tokens([self.real]) * (1 + len(self.aug_rows) / max(1, n_train))
+        plan = plan_kd(ws, teacher, students, self.student_cfg.context, int(estimate))
+
+        rounds: list[RoundRecord] = []
+        kept: list[dict] = []
+        weights: dict[str, float] = {}
+        best: RoundRecord | None = None
+        for r in range(1, s.rounds + 1):
+            rec = RoundRecord.read(self.path(r, "round.json"))
+            if rec is not None:
+                kept = merge(kept, read_variants_file(self.path(r, "kept.parquet")))
+            else:
+                sel = first if r == 1 else self.select(r, weights, kept)
+                kept = merge(kept, sel.kept)
+                ws.log(f"round {r}: kept {len(sel.kept):,} of {len(sel.new):,} (threshold "
+                       f"{sel.verdict['threshold']:.3f} bits/char: " + ", ".join(
+                           f"{a} {v['kept_fraction']:.2f}" for a, v in sel.verdict["augmenters"].items()) + ")")
+                rec = self.distil(r, sel, kept, weights, rounds[-1] if rounds else None, best, plan)
+            rounds.append(rec)
+            weights = rec.next_weights
+            if best is None or rec.dev_bits_per_char < best.dev_bits_per_char:
+                best = rec
+            if len(rounds) > 1 and not rec.improved:
+                break
+        self.baselines(plan, best, compare_tail)
+        return rounds, best, plan
+
+    def baselines(self, plan: KDPlan, best: RoundRecord, compare_tail: bool) -> None:
+        """`baseline` (real text, CE), `student_no_kd` (real + kept, CE), `student_no_aug` (real,
+        KD; with a Hugging Face teacher: its samples, CE), all like the best round's student."""
+        pools, weights = self.build_pools(self.kept_until(best.round)), best.weights
+        if not self.no_baselines:
+            self.train_student(plan, "baseline", [], {}, kd=False)
+            if plan.mode == "seq":
+                self.train_student(plan, "student_no_kd", [p for p in pools if p.name != TEACHER_SAMPLE], weights,
+                                   kd=False)
+                self.train_student(plan, "student_no_aug", [p for p in pools if p.name == TEACHER_SAMPLE],
+                                   {TEACHER_SAMPLE: 1.0}, kd=False)
+            else:
+                self.train_student(plan, "student_no_kd", pools, weights, kd=False)
+                self.train_student(plan, "student_no_aug", [], {}, kd=True)
+        if compare_tail:
+            if plan.top_k:
+                other = "renorm" if self.ws.settings.tail == "bucket" else "bucket"
+                self.train_student(plan, f"student_{other}", pools, weights, kd=True, tail=other)
+            else:
+                self.ws.log("--compare-tail: the teacher's full distribution is used (no top-k): no tail to compare")
+
+    # -- students
+    def kept_until(self, last: int) -> list[dict]:
+        out: list[dict] = []
+        for r in range(1, last + 1):
+            out = merge(out, read_variants_file(self.path(r, "kept.parquet")))
+        return out
+
+    def build_pools(self, kept: list[dict]) -> list[Pool]:
+        """One pool per augmenter; noise ones noised-input (clean parents as targets) when asked."""
+        ws, noised = self.ws, self.ws.settings.noised_input
+        by_aug: dict[str, list[dict]] = {}
+        for r in kept:
+            by_aug.setdefault(r["augmenter"], []).append(r)
+        parents = {r["id"]: r["text"] for r in ws.snapshot.records("train")} if noised else {}
+        ctx, sep = self.student_cfg.context, ws.snapshot.separator
+        pools = []
+        for name, rows in sorted(by_aug.items()):
+            if noised and self.noise_kinds.get(name) == "noise":
+                pairs = [(parents[r["parent_id"]], r["text"]) for r in rows if r["parent_id"] in parents]
+                pools.append(noised_pool(name, ws.tok, pairs, ctx, sep))
+            else:
+                pools.append(text_pool(name, ws.tok, [r["text"] for r in rows], ctx, sep))
+        return pools
+
+    def train_student(self, plan: KDPlan, name: str, pools: list[Pool], weights: dict[str, float], kd: bool,
+                      tail: str | None = None) -> dict[str, Any]:
+        """A student (or baseline): the same shape, steps, schedule and seed for every one."""
+        ws, s, pre = self.ws, self.ws.settings, self.ws.preset
+        info = ws.done(name)
+        if info:
+            return info
+        loss = s.loss(kd, tail, top_k=plan.top_k)
+        data = Batches(self.real, pre.batch, s.seed, pools, weights, s.aug_share if pools else 0.0)
+        names = [p.name for p in pools]
+        ws.log(f"{name}: {pre.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
+               f"real + {', '.join(names) or 'nothing else'}")
+        summary = ws.train(name, self.student_cfg, ws.schedule(name, pre.student_steps, pre.student_lr, pre.eval_points),
+                           data, self.dev, seed=s.seed, loss=loss, teacher=plan.teacher if kd else None,
+                           describe={"pools": names, "weights": weights, "kd": kd})
+        model = load_model(ws.models / name)
+        return ws.mark_done(name, {"params": self.student_cfg.n_params(), **ws.evaluate(model),
+                                   "train_seconds": summary["train_seconds"],
+                                   "tokens_per_second": summary["tokens_per_second"], "steps": summary["steps"],
+                                   "pools": names, "weights": weights, "kd": kd})

@@ -1,0 +1,116 @@
+"""`python -m lm.ship.export RUN --format hf|int8 --out DIR [--checkpoint best|last] [--float-embeddings]`
+
+* `hf`: a Hugging Face `LlamaForCausalLM` folder: `config.json`, `generation_config.json`,
+  `model.safetensors` (float32), the tokenizer as `tokenizer.json` + `tokenizer_config.json`
+  (what `AutoTokenizer` reads) and our `tokenizer.model`. transformers loads it offline with
+  `AutoModelForCausalLM.from_pretrained(DIR)`; no torch is needed to write it.
+* `int8`: weight-only int8 with per-channel scales (`lm.quant`) in `model.safetensors`, read by
+  the project's own Flax path (`lm.evaluate`, `lm.generate`) with the int8 weights dequantised
+  inside the jitted model. The embedding is quantised too unless `--float-embeddings` (measured
+  in bench/deploy.py: see bench/README.md).
+
+Both folders hold `export.json`: the format, the source run and checkpoint, the corpus, the model
+shape and the sha256 of `model.safetensors`, which loading (`lm.loader`) checks, so a corrupt or
+truncated export stops with one line instead of producing numbers. Exit codes: 0 ok, 1 failure,
+2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lm.errors import UsageError, run_cli
+from lm.files import read_json, sha256_file, write_json
+from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
+from lm.quant import flatten, quantize_params
+from lm.tokenizer import MODEL_FILE
+
+FORMATS = ("hf", "int8")
+
+
+def _provenance(model: FlaxModel, fmt: str, weights: Path, **extra: Any) -> dict[str, Any]:
+    return {"format": fmt, "source": model.info.get("path"), "checkpoint": model.info.get("checkpoint"),
+            "corpus": model.info.get("corpus", {}), "model": model.cfg.to_dict(),
+            "tokenizer": model.tokenizer.describe(), "weights": WEIGHTS, "sha256": sha256_file(weights),
+            "bytes": weights.stat().st_size, **extra}
+
+
+def _staging(out: Path) -> Path:
+    """Write into OUT.partial and rename at the end, so OUT is complete or absent."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def export_hf(model: FlaxModel, out: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    from lm.ship.hf_format import fast_tokenizer, hf_state_dict, llama_config_dict
+
+    tmp = _staging(out)
+    eos = model.tokenizer.eos_id
+    save_file(hf_state_dict(jax.tree.map(np.asarray, model.params), model.cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    write_json(tmp / "config.json", llama_config_dict(model.cfg, eos))
+    write_json(tmp / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos, "do_sample": True,
+                                                "temperature": 0.8, "max_length": model.cfg.context})
+    fast_tokenizer(model.tokenizer).save_pretrained(str(tmp))
+    model.tokenizer.save(tmp / MODEL_FILE)
+    write_json(tmp / EXPORT_FILE, _provenance(model, "hf", tmp / WEIGHTS))
+    _publish(tmp, out)
+    return out
+
+
+def export_int8(model: FlaxModel, out: Path, embeddings: bool = True) -> Path:
+    from safetensors.numpy import save_file
+
+    tmp = _staging(out)
+    tree = quantize_params(jax.tree.map(np.asarray, model.params), embeddings=embeddings)
+    save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, str(tmp / WEIGHTS),
+              metadata={"format": "scarce-lm-int8"})
+    model.tokenizer.save(tmp / MODEL_FILE)
+    write_json(tmp / EXPORT_FILE, _provenance(model, "int8", tmp / WEIGHTS, int8_embeddings=embeddings,
+                                              scales="per output channel, symmetric, max |w| / 127"))
+    _publish(tmp, out)
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lm.ship.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME, lm.ship.prune)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the export folder (replaced when it exists)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--float-embeddings", action="store_true", help="int8: keep the embedding (and tied output layer) float32")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = load_model(args.run, args.checkpoint)
+    if not isinstance(model, FlaxModel) or model.info.get("format") != "run":
+        raise UsageError(f"{args.run}: export needs a float run folder (lm.train, lm.distill, lm.ship.prune)")
+    out = Path(args.out)
+    if args.format == "hf":
+        export_hf(model, out)
+    else:
+        export_int8(model, out, embeddings=not args.float_embeddings)
+    info = read_json(out / EXPORT_FILE)
+    print(f"{args.format} export of {args.run} ({info['checkpoint']}): {out} ({info['bytes']:,} bytes of weights)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
