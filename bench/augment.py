@@ -50,7 +50,7 @@ from bench.augment_common import (LANGUAGES, MIRROR, NOISE_RATE, PIPELINE_BATCH,
                                   SEED, STOPWORDS_TOP, SYNONYM_RATE, WORK, changed, children_cpu, cpu_timed_runs,
                                   first_variants, load_records, n_words, profile_top, set_up, summarise)
 from bench.augment_nlpaug import bench_nlpaug  # noqa: E402
-from bench.common import (fmt, fresh_log, load_1m, machine as common_machine, md_row, parser,  # noqa: E402
+from bench.common import (quiet_note, fmt, fresh_log, load_1m, machine as common_machine, md_row, parser,  # noqa: E402
                           readme_only, render, stderr_to, timed_call, update_readme, write_results)
 
 RESULTS = ROOT / "bench" / "results" / "augment.json"
@@ -256,7 +256,7 @@ def readme_section(results: dict[str, Any]) -> str:
         gl_best_words_per_s=fmt(gl["apertium"]["best"]["words_per_s"]),
         en_best_words_per_s=fmt(en["apertium"]["best"]["words_per_s"]),
         table=table(results), apertium_table=apertium_table(results), stages_table=stages_table(results),
-        pipeline_table=pipeline_table(p))
+        pipeline_table=pipeline_table(p), quiet=quiet_note(m["load_avg_1m"][0]))
 
 
 def main(argv: list[str] | None = None) -> int:

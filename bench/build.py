@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (fresh_log, load_1m, machine, md_row, parser, readme_only, render,  # noqa: E402
+from bench.common import (quiet_note, fresh_log, load_1m, machine, md_row, parser, readme_only, render,  # noqa: E402
                           stderr_to, timed_call, update_readme, write_results)
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def table(results: dict[str, Any]) -> str:
 
 
 def readme_section(results: dict[str, Any]) -> str:
-    return render("build", title=SECTION, m=results["machine"], repeats=results["repeats"], table=table(results))
+    return render("build", title=SECTION, m=results["machine"], repeats=results["repeats"], table=table(results),
+                  quiet=quiet_note(results["machine"]["load_avg_1m"][0]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,19 @@ def load_1m() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+QUIET_LOAD = 0.5
+
+
+def quiet_note(before: float | None) -> str:
+    """What the load before a run says about its times (a quiet machine: 1-minute load below 0.5)."""
+    if before is None:
+        return "the load was not recorded, so the times may be skewed by other work"
+    if before < QUIET_LOAD:
+        return f"below {QUIET_LOAD} when it started: a quiet machine"
+    return (f"{QUIET_LOAD} or more when it started: not a quiet machine (other work, or the previous "
+            "benchmark's processes winding down), so wall times and rates are noisy")
+
+
 # ---- running and timing -----------------------------------------------------------------------
 @contextmanager
 def stderr_to(path: Path) -> Iterator[None]:

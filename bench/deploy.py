@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (load_1m, machine, md_row, parser, readme_only, render, update_readme,  # noqa: E402
+from bench.common import (quiet_note, load_1m, machine, md_row, parser, readme_only, render, update_readme,  # noqa: E402
                           write_results)
 
 WORK = ROOT / "bench" / "work" / "distill"
@@ -58,7 +58,11 @@ def section(doc: dict[str, Any], m: dict[str, Any]) -> str:
                             f"{one['tokens_per_second']:,.0f}", f"{every['tokens_per_second']:,.0f}", ratio,
                             f"{every['peak_rss_mb']:.0f} ({every['runtime_rss_mb']:.0f})"))
     int8, emb = rows.get("int8"), rows.get("int8-float-emb")
+    speed = [int8[t]["tokens_per_second"] / f32[t]["tokens_per_second"] for t in ("threads_1", "threads_all")]
+    int8_speed = (f"int8 generates at {speed[0]:.2f}x (one thread) and {speed[1]:.2f}x (every core) the tokens/s of "
+                  "float32 (its weights are dequantised inside every step); one run, so ratios near 1 are noise.")
     return render("deploy", title=SECTION, m=m, doc=doc, rows="\n".join(lines), f32=f32, int8=int8, int8_emb=emb,
+                  quiet=quiet_note(doc["load_avg_1m"][0]), int8_speed=int8_speed,
                   int8_share=int8["weights_bytes"] / rows["hf"]["weights_bytes"],
                   int8_emb_share=emb["weights_bytes"] / rows["hf"]["weights_bytes"])
 

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (fmt, load_1m, machine, md_row, parser, read_results, readme_only, render,  # noqa: E402
+from bench.common import (quiet_note, fmt, load_1m, machine, md_row, parser, read_results, readme_only, render,  # noqa: E402
                           timed_command, update_readme, write_results)
 
 WORK = ROOT / "bench" / "work" / "distill"
@@ -126,7 +126,28 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
     cache = rep.get("teacher_cache") or {}
     cache_note = f", {cache.get('rows_filled', 0):,} sequences cached, {cache.get('bytes', 0) / 1e6:.0f} MB" if cache else ""
     return render("distill_corpus", name=name, r=r, rep=rep, st=rep["student_model"], cache_note=cache_note,
+                  quiet=quiet_note(r["load_avg_1m"][0]),
                   models="\n".join(rows), augmenters="\n".join(augs), rounds="\n".join(rounds))
+
+
+def ablations(runs: dict[str, Any]) -> str:
+    """What the ablations show in this run, per corpus, from the reports (one seed per model)."""
+    lines = []
+    for name, r in runs.items():
+        m, aug = r["report"]["models"], r["report"]["augmenters"]
+        test = {k: v["test_bits_per_char"] for k, v in m.items()}
+
+        def rel(a: str, b: str) -> str:
+            d = test[a] / test[b] - 1
+            return f"{abs(d) * 100:.1f}% {'above' if d > 0 else 'below'} `{b}`"
+
+        kept = ", ".join(f"{a} {v['kept_fraction']:.0%}" for a, v in sorted(aug.items()))
+        lines.append(f"- {name}, test bits/char: `student_no_aug` is {rel('student_no_aug', 'student')}, "
+                     f"`student_no_kd` {rel('student_no_kd', 'baseline')}, `student` "
+                     f"{rel('student', 'baseline')}; the judge kept {kept} of the variants.")
+    lines.append("- One seed per model, at the demo's budget (250 student steps): differences smaller than the "
+                 "spread between seeds, which this benchmark does not measure, are not decided here.")
+    return "\n".join(lines)
 
 
 def readme_section(res: dict[str, Any]) -> str:
@@ -147,7 +168,8 @@ def readme_section(res: dict[str, Any]) -> str:
                                  f"{num(ts['student_test_nats_per_char'])} nats/char)"))
     return render("distill", title=SECTION, m=res["machine"],
                   s={k: s.get(k) for k in ("alpha", "kl", "temperature", "keep_quantile")},
-                  checks="\n".join(check_rows), tables="\n".join(corpus_tables(n, r) for n, r in res["runs"].items()))
+                  checks="\n".join(check_rows), tables="\n".join(corpus_tables(n, r) for n, r in res["runs"].items()),
+                  ablations=ablations(res["runs"]))
 
 
 def main(argv: list[str] | None = None) -> int:

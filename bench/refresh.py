@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (load_1m, parser, readme_only, render, timed_call, update_readme,  # noqa: E402
+from bench.common import (quiet_note, load_1m, parser, readme_only, render, timed_call, update_readme,  # noqa: E402
                           write_results)
 
 SHARED = ROOT.parent / "shared" / "data" / "gl-ctg"
@@ -78,7 +78,8 @@ def measure() -> dict[str, Any]:
 
 
 def readme_section(numbers: dict[str, Any]) -> str:
-    return render("refresh", title=SECTION, processed=", ".join(numbers["processed_sources"]), **numbers)
+    return render("refresh", title=SECTION, processed=", ".join(numbers["processed_sources"]),
+                  quiet=quiet_note(numbers["machine"]["load_average_before"]), **numbers)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (load_1m, machine as common_machine, md_row, parser, read_results,  # noqa: E402
+from bench.common import (quiet_note, load_1m, machine as common_machine, md_row, parser, read_results,  # noqa: E402
                           readme_only, render, timed_command, update_readme, write_results)
 
 if TYPE_CHECKING:
@@ -265,6 +265,17 @@ def machine() -> dict[str, Any]:
                                                      "torch_threads": torch.get_num_threads()}
 
 
+def speed_verdict(r: dict[str, Any]) -> str:
+    """The conclusion the speed rows support, from the rows themselves."""
+    ratios = [s["ratio"] for s in r["speed"]]
+    lo, hi = min(ratios), max(ratios)
+    side = "faster than" if lo > 1 else ("slower than" if hi < 1 else "on a par with")
+    return (f"In this run ours is {side} PyTorch eager on the same shape ({lo:.2f}-{hi:.2f}x over the batch "
+            f"sizes above); the aim of 1.5x is {'met' if lo >= 1.5 else 'not met'}. MFU is against the matmul "
+            f"peak measured in the same run ({r['peak']['peak_gflops']:.0f} GFLOP/s), so a busy machine lowers "
+            "both the rates and the peak.")
+
+
 def readme_section(r: dict[str, Any]) -> str:
     q = r["quality"]
     speed_rows = "\n".join(
@@ -277,7 +288,8 @@ def readme_section(r: dict[str, Any]) -> str:
                   speed_params=r["speed"][0]["params"], vocab=VOCAB, rounds=ROUNDS, steps=STEPS, matmul_n=MATMUL_N,
                   nanogpt_bits=NANOGPT["on_this_machine"] / 0.6931471805599453, params_m=q["params"] / 1e6,
                   batch=q["args"][q["args"].index("--batch") + 1], args=" ".join(q["args"]),
-                  max_seconds=q["budget_s"] - 6, chars_per_token=q["test"]["chars"] / q["test"]["tokens"])
+                  max_seconds=q["budget_s"] - 6, chars_per_token=q["test"]["chars"] / q["test"]["tokens"],
+                  quiet=quiet_note(r["machine"]["load_avg_1m"][0]), speed_verdict=speed_verdict(r))
 
 
 def main(argv: list[str] | None = None) -> int:
