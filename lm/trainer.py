@@ -110,6 +110,13 @@ class Teacher:
     cache: SoftTargetCache | None = None
 
 
+def soft_target_mode(teacher: Teacher | None, loss: LossConfig) -> str:
+    """How a step gets soft targets: "ce" (none), "live" (teacher forward in the step), "cached"."""
+    if teacher is None or not loss.uses_teacher:
+        return "ce"
+    return "cached" if teacher.cache is not None else "live"
+
+
 def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
               mode: str = "ce", teacher_cfg: ModelConfig | None = None, masked: bool = False):
     """The jitted update `(params, opt_state, extra, batch) -> (params, opt_state, (loss, ce, kl))`.
@@ -199,9 +206,7 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
     t0 = time.perf_counter()
     mesh = parallel.make_mesh()
     parallel.check_batch(loop.batch, mesh)
-    mode = "ce"
-    if teacher is not None and loss.uses_teacher:
-        mode = "cached" if teacher.cache is not None else "live"
+    mode = soft_target_mode(teacher, loss)
     tx, schedule = make_optimizer(optim)
     # a copy: the step donates its parameter buffers, and the caller's model lives on
     params = jax.tree.map(np.array, start_params) if start_params is not None else init_params(cfg, seed)

@@ -16,7 +16,7 @@ from lm.model import ModelConfig
 from lm.run import mark_done, read_done, write_run
 from lm.scoring import evaluate
 from lm.tokenizer import MODEL_FILE, Tokenizer, default_vocab_size, train_tokenizer
-from lm.trainer import Dev, LoopConfig, OptimConfig, Teacher, train
+from lm.trainer import Dev, LoopConfig, OptimConfig, Teacher, soft_target_mode, train
 
 from lm.distill.config import Preset, Settings
 
@@ -107,7 +107,7 @@ class Workspace:
         optim, loop = schedule
         out = self.models / name
         out.mkdir(parents=True, exist_ok=True)
-        mode = "ce" if teacher is None or not loss.uses_teacher else ("cached" if teacher.cache is not None else "live")
+        mode = soft_target_mode(teacher, loss)
         self.tok.save(out / MODEL_FILE)
         write_run(out, cfg, {"batch": loop.batch, "seed": seed, "optim": asdict(optim)}, self.tok.describe(),
                   self.snapshot, loop.steps, distill={"name": name, "teacher": mode, **asdict(loss), **(describe or {})})
