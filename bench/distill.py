@@ -112,7 +112,7 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
     rows = []
     for m in list(MODELS) + sorted(set(models) - set(MODELS)):
         x = models[m]
-        rows.append(md_row(m, f"{x['params']:,}", num(x["dev_bits_per_char"]), num(x["test_bits_per_char"]),
+        rows.append(md_row(f"{m} (order {x['order']})" if "order" in x else m, num(x["params"]), num(x["dev_bits_per_char"]), num(x["test_bits_per_char"]),
                            num(x.get("test_nats_per_char")), f"{x['test_bits_per_char'] / base:.3f}",
                            num(x["train_seconds"], 1), num(x["tokens_per_second"], 0)))
     augs = [md_row(a, f"{v['variants']:,}", f"{v['kept']:,}", f"{v['kept_fraction']:.3f}")

@@ -7,7 +7,8 @@ NNX model with an optional key/value cache, presets), `losses` (cross-entropy, d
 `trainer` (the one training loop), `run` (run folder: run.json, metrics, DONE), `checkpoint`
 (Orbax), `parallel` (data-parallel mesh), `scoring` (bits per character), `loader` (MODEL paths:
 run folders, int8 and Hugging Face exports), `hf_model` (Hugging Face causal LMs), `quant` (int8),
-`decode` (cached generation), `files`, `errors`; thin commands `train`, `evaluate`, `generate`.
+`decode` (cached generation), `ngram` (the character n-gram anchor, also a command), `files`,
+`errors`; thin commands `train`, `evaluate`, `generate`.
 
 `lm.distill` (`python -m lm.distill`): teacher-judged augmentation plus distillation; the only
 part of `lm` that imports `pipelines`. `lm.ship`: export (Hugging Face, int8), pruning and the

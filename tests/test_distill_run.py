@@ -109,6 +109,9 @@ def test_report_has_every_field(run: dict) -> None:
         assert m["params"] > 0 and m["train_seconds"] > 0 and m["tokens_per_second"] > 0
         assert 0 < m["dev_bits_per_char"] < 20 and 0 < m["test_bits_per_char"] < 20
     assert report["models"]["teacher"]["params"] >= 3 * report["models"]["student"]["params"]
+    ngram = report["models"]["ngram"]  # the character n-gram anchor, trained on the same train text
+    assert 1 <= ngram["order"] <= 8 and 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20
+    assert f"ngram (order {ngram['order']})" in (out / "report.md").read_text()
     assert set(report["augmenters"]) == {"noise", "synonyms"}
     for a in report["augmenters"].values():
         assert set(a) == {"variants", "kept", "kept_fraction"} and 0 <= a["kept"] <= a["variants"]

@@ -27,7 +27,8 @@ text is worth learning from:
 6. Rounds: from round 2 on, `pipelines.augment` runs again with a new seed (`variants`); mixture
    weights per augmenter come from the previous round (kept fraction x dev gain, `gain`); the
    loop stops when dev bits per character stops improving. The best round's student is `student`.
-7. Report (`report`): RUN/report.json, RUN/report.md, RUN/dev_bpc.png, RUN/kept_fraction.png.
+7. Report (`report`): RUN/report.json, RUN/report.md, RUN/dev_bpc.png, RUN/kept_fraction.png; the
+   models table starts with the character n-gram anchor (`lm.ngram`, order chosen on dev).
 
 Re-running the same command after an interruption continues: a model whose folder holds
 `DONE.json` (written after its final checkpoint and evaluation) is not trained again, an

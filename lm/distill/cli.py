@@ -11,6 +11,7 @@ from typing import Any
 from lm import parallel
 from lm.corpus import open_snapshot
 from lm.errors import DataError, run_cli
+from lm.ngram import anchor
 
 from lm.distill import report as distill_report, teachers
 from lm.distill.config import DEFAULT_CACHE_K, GIVEN, PRESETS, resolve_settings
@@ -77,8 +78,10 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     loop = Rounds(ws, judge, teacher, hf, aug_rows, noise_kinds(aug_dir), args.no_baselines)
     rounds, best, plan = loop.run(args.compare_tail)
 
+    ngram = anchor(str(snapshot.root))
+    ws.log(f"character n-gram anchor: order {ngram['order']} (chosen on dev), test {ngram['test_bits_per_char']:.4f} bits/char")
     report, curves = distill_report.assemble(
-        ws.models, [asdict(r) for r in rounds], asdict(best), corpus=snapshot.name, version=snapshot.version,
+        ws.models, [asdict(r) for r in rounds], asdict(best), ngram, corpus=snapshot.name, version=snapshot.version,
         preset=s.preset, teacher_source=s.teacher_hf or s.teacher or "trained here (teacher preset)",
         teacher_logits=plan.describe(s.tail), teacher_cache=plan.cache.stats() if plan.cache else None,
         settings=asdict(s), student_model=loop.student_cfg.to_dict(),

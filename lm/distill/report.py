@@ -15,7 +15,7 @@ from typing import Any
 from lm.files import write_json
 from lm.run import read_done
 
-MODEL_ORDER = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
+MODEL_ORDER = ("ngram", "teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
 
 
@@ -38,7 +38,8 @@ def models_table(report: dict[str, Any]) -> str:
     for n in names:
         m = models[n]
         ratio = m["test_bits_per_char"] / base if base and m.get("test_bits_per_char") else None
-        lines.append(f"| {n} | {_fmt(m['params'])} | {_fmt(m['dev_bits_per_char'])} | {_fmt(m['test_bits_per_char'])} | "
+        label = f"{n} (order {m['order']})" if "order" in m else n
+        lines.append(f"| {label} | {_fmt(m['params'])} | {_fmt(m['dev_bits_per_char'])} | {_fmt(m['test_bits_per_char'])} | "
                      f"{_fmt(ratio, 3)} | {_fmt(m['train_seconds'], 1)} | {_fmt(m['tokens_per_second'], 0)} |")
     return "\n".join(lines)
 
@@ -130,10 +131,13 @@ def plot(run: Path, curves: dict[str, list[Path]], report: dict[str, Any]) -> No
 
 
 def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[str, Any],
-             **head: Any) -> tuple[dict[str, Any], dict[str, list[Path]]]:
+             ngram: dict[str, Any] | None = None, **head: Any) -> tuple[dict[str, Any], dict[str, list[Path]]]:
     """The report of a finished run (`head`: corpus, version, preset, ... first) and the curves to
-    plot, from the rounds and every model's DONE.json under `models_dir`."""
+    plot, from the rounds, every model's DONE.json under `models_dir` and the n-gram anchor
+    (`lm.ngram.anchor`)."""
     models: dict[str, dict] = {}
+    if ngram:
+        models["ngram"] = {k: ngram.get(k) for k in MODEL_FIELDS} | {"order": ngram["order"]}
     curves: dict[str, list[Path]] = {}
 
     def add(name: str, folder: str, dirs: list[Path]) -> None:
