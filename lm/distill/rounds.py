@@ -129,6 +129,9 @@ class Rounds:
         kept, verdict = judge_round(self.ws, r, new, self.judge, self.real_bpc)
         if not self.path(r, "kept.parquet").is_file():
             write_variants(self.path(r, "kept.parquet"), kept)
+            self.ws.log(f"round {r}: kept {len(kept):,} of {len(new):,} (threshold {verdict['threshold']:.3f} "
+                        "bits/char: " + ", ".join(f"{a} {v['kept_fraction']:.2f}"
+                                                  for a, v in verdict["augmenters"].items()) + ")")
         return Selection(new, kept, verdict)
 
     def distil(self, r: int, sel: Selection, kept: list[dict], weights: dict[str, float],
@@ -187,9 +190,6 @@ class Rounds:
             else:
                 sel = first if r == 1 else self.select(r, weights, kept)
                 kept = merge(kept, sel.kept)
-                ws.log(f"round {r}: kept {len(sel.kept):,} of {len(sel.new):,} (threshold "
-                       f"{sel.verdict['threshold']:.3f} bits/char: " + ", ".join(
-                           f"{a} {v['kept_fraction']:.2f}" for a, v in sel.verdict["augmenters"].items()) + ")")
                 rec = self.distil(r, sel, kept, weights, rounds[-1] if rounds else None, best, plan)
             rounds.append(rec)
             weights = rec.next_weights

@@ -32,24 +32,25 @@ def train_judge(ws: Workspace) -> FlaxModel:
 def train_teacher(ws: Workspace, judge: FlaxModel, kept: list[dict]) -> FlaxModel:
     """The judge continued on real text plus the kept variants of round 1."""
     name, pre, seed = "teacher", ws.preset, ws.settings.seed + 1
-    if not ws.done(name):
-        cfg, sep = judge.cfg, ws.snapshot.separator
-        pools = [text_pool(n, ws.tok, [r["text"] for r in kept if r["augmenter"] == n], cfg.context, sep)
-                 for n in sorted({r["augmenter"] for r in kept})]
-        data = Batches(ws.real(cfg.context), pre.batch, seed, pools, {p.name: len(p) for p in pools},
-                       ws.settings.aug_share)
-        schedule = ws.schedule(name, pre.teacher_steps, pre.teacher_lr, max(2, pre.eval_points // 2))
-        ws.log(f"teacher: the judge continued on real + {len(kept):,} kept variants, {pre.teacher_steps} steps")
-        summary = ws.train(name, cfg, schedule, data, ws.dev(cfg.context), seed=seed, start_params=judge.params,
-                           describe={"data": "real+kept", "from": "judge"})
-        model = load_model(ws.models / name)
-        j = ws.done("judge")
-        seconds = j["train_seconds"] + summary["train_seconds"]
-        tokens = j["tokens"] + summary["tokens"]
-        ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), "train_seconds": round(seconds, 3),
-                            "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
-                            "steps": {"judge": j["steps"], "continued": summary["steps"]}})
-    return load_model(ws.models / name)
+    if ws.done(name):
+        return load_model(ws.models / name)
+    cfg, sep = judge.cfg, ws.snapshot.separator
+    pools = [text_pool(n, ws.tok, [r["text"] for r in kept if r["augmenter"] == n], cfg.context, sep)
+             for n in sorted({r["augmenter"] for r in kept})]
+    data = Batches(ws.real(cfg.context), pre.batch, seed, pools, {p.name: len(p) for p in pools},
+                   ws.settings.aug_share)
+    schedule = ws.schedule(name, pre.teacher_steps, pre.teacher_lr, max(2, pre.eval_points // 2))
+    ws.log(f"teacher: the judge continued on real + {len(kept):,} kept variants, {pre.teacher_steps} steps")
+    summary = ws.train(name, cfg, schedule, data, ws.dev(cfg.context), seed=seed, start_params=judge.params,
+                       describe={"data": "real+kept", "from": "judge"})
+    model = load_model(ws.models / name)
+    j = ws.done("judge")
+    seconds = j["train_seconds"] + summary["train_seconds"]
+    tokens = j["tokens"] + summary["tokens"]
+    ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), "train_seconds": round(seconds, 3),
+                        "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+                        "steps": {"judge": j["steps"], "continued": summary["steps"]}})
+    return model
 
 
 def external_teacher(ws: Workspace) -> Any:
@@ -57,7 +58,7 @@ def external_teacher(ws: Workspace) -> Any:
     s = ws.settings
     if s.teacher_hf:
         from lm.hf_model import HFModel
-        model = HFModel(s.teacher_hf)
+        model = HFModel(s.teacher_hf, label="--teacher-hf")
     else:
         model = load_model(s.teacher)
         if not isinstance(model, FlaxModel):
