@@ -156,3 +156,10 @@ def update_readme(title: str, section: str) -> None:
         rest = text[end + 1:] if end >= 0 else ""
         text = text[:start] + section.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
     README.write_text(text, encoding="utf-8")
+
+
+def publish(results_path: Path, title: str, results: dict[str, Any],
+            section: Callable[[dict[str, Any]], str]) -> None:
+    """Write the results JSON and rewrite the README section made from it."""
+    write_results(results_path, results)
+    update_readme(title, section(results))

@@ -115,7 +115,7 @@ def jax_stepper(cfg: ModelConfig, batch: int, tokens: np.ndarray) -> Callable[[]
                              "m": np.ones(tokens[:, 1:].shape, np.float32)}, data)
 
     def run() -> None:
-        state["params"], state["opt"], losses = step(state["params"], state["opt"], {}, arrays)
+        state["params"], state["opt"], losses = step(state["params"], state["opt"], {}, arrays, np.int32(0))
         losses[0].block_until_ready()
     return run
 

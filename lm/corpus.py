@@ -80,16 +80,24 @@ def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
 
 def read_texts(folder: Path) -> list[str]:
     """The `text` column of every Parquet shard under `folder` (augmented sets), in file order."""
+    return [r["text"] for r in read_columns(folder, ["text"]) if r["text"]]
+
+
+def read_columns(folder: Path, columns: list[str], optional: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows (only `columns`, plus the `optional` ones a shard has; None where it has not) of
+    every Parquet shard under `folder`, in file order."""
     files = sorted(Path(folder).rglob("*.parquet"))
     if not files:
         raise DataError(f"no Parquet files with augmented text in {folder}")
-    texts: list[str] = []
+    rows: list[dict[str, Any]] = []
     for f in files:
         try:
-            texts += [t for t in pq.read_table(f, columns=["text"]).column("text").to_pylist() if t]
+            have = set(pq.read_schema(f).names)
+            part = pq.read_table(f, columns=columns + [c for c in optional if c in have]).to_pylist()
+            rows += [{c: None for c in optional} | r for r in part]
         except Exception as exc:
             raise DataError(f"cannot read augmented text {f}: {exc}") from exc
-    return texts
+    return rows
 
 
 def corpus_separator(spec_path: Path) -> str:

@@ -200,16 +200,30 @@ class Batches:
         return sum(self.per_pool[1:])
 
     def order(self, epoch: int) -> np.ndarray:
-        """Rows (pool, sequence) of one epoch, in order; pool 0 is the real text."""
+        """Rows (pool, sequence) of one epoch, in order; pool 0 is the real text. The real
+        sequences come in an order set by the seed and epoch alone, whatever the augmented pools:
+        two runs with one seed read the same real text in the same order (paired seeds), the
+        augmented rows falling in between."""
         if epoch != self._order_epoch:
-            parts = [np.stack([np.zeros(len(self.pools[0]), np.int64), np.arange(len(self.pools[0]))], 1)]
+            n_real = len(self.pools[0])
+            perm = np.random.default_rng([self.seed, epoch, 0]).permutation(n_real)
+            real = np.stack([np.zeros(n_real, np.int64), perm], 1)
+            parts = []
             for k in range(1, len(self.pools)):
                 n = self.per_pool[k]
                 if n:
                     perm = np.random.default_rng([self.seed, epoch, k]).permutation(len(self.pools[k]))
                     parts.append(np.stack([np.full(n, k, np.int64), np.resize(perm, n)], 1))
-            rows = np.concatenate(parts)
-            self._order = rows[np.random.default_rng([self.seed, epoch]).permutation(len(rows))]
+            if parts:
+                aug = np.concatenate(parts)
+                aug = aug[np.random.default_rng([self.seed, epoch, 0, 1]).permutation(len(aug))]
+                slots = np.zeros(n_real + len(aug), bool)  # where the real rows go
+                slots[np.random.default_rng([self.seed, epoch]).permutation(len(slots))[:n_real]] = True
+                rows = np.empty((len(slots), 2), np.int64)
+                rows[slots], rows[~slots] = real, aug
+            else:
+                rows = real
+            self._order = rows
             self._order_epoch = epoch
         return self._order
 

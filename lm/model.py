@@ -39,6 +39,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     dtype: str = "float32"         # compute dtype: float32 or bfloat16
+    dropout: float = 0.0           # training only: on the embeddings and each residual branch
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
@@ -46,6 +47,8 @@ class ModelConfig:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "context"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"model {name} must be positive, not {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
         if self.dtype not in ("float32", "bfloat16"):
             raise UsageError(f"--dtype must be float32 or bfloat16, not {self.dtype!r}")
 
@@ -91,6 +94,14 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
 def _dense(rngs: nnx.Rngs, d_in: int, d_out: int, std: float, dtype: Any) -> nnx.Linear:
     return nnx.Linear(d_in, d_out, use_bias=False, dtype=dtype, param_dtype=jnp.float32,
                       kernel_init=nnx.initializers.normal(std), rngs=rngs)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity without a key (evaluation, generation) or at rate 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -171,10 +182,11 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs, out_std)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, cache: jax.Array | None = None,
-                 pos: jax.Array | int = 0) -> Any:
+                 pos: jax.Array | int = 0, *, rate: float = 0.0, key: jax.Array | None = None) -> Any:
         if cache is None:
-            x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-            return x + self.mlp(self.post_attention_layernorm(x))
+            k1, k2 = jax.random.split(key) if key is not None else (None, None)
+            x = x + dropout(self.self_attn(self.input_layernorm(x), cos, sin), rate, k1)
+            return x + dropout(self.mlp(self.post_attention_layernorm(x)), rate, k2)
         h, cache = self.self_attn(self.input_layernorm(x), cos, sin, cache, pos)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), cache
@@ -182,7 +194,8 @@ class Block(nnx.Module):
 
 class Llama(nnx.Module):
     """tokens [B, T] int32 -> logits [B, T, vocab] float32; with a cache (`init_cache`) and the
-    position `pos` of the first token -> (logits, updated cache)."""
+    position `pos` of the first token -> (logits, updated cache). `key`: training with dropout
+    (`cfg.dropout` on the embeddings and every residual branch, as nanoGPT)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -193,13 +206,16 @@ class Llama(nnx.Module):
         self.lm_head = None if cfg.tie_embeddings else _dense(rngs, cfg.dim, cfg.vocab_size, 0.02, jnp.dtype(cfg.dtype))
 
     def __call__(self, tokens: jax.Array, cache: tuple[jax.Array, ...] | None = None,
-                 pos: jax.Array | int = 0) -> Any:
+                 pos: jax.Array | int = 0, key: jax.Array | None = None) -> Any:
         positions = jnp.arange(tokens.shape[1]) if cache is None else pos + jnp.arange(tokens.shape[1])
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
         x = self.embed_tokens(tokens)
         if cache is None:
-            for layer in self.layers:
-                x = layer(x, cos, sin)
+            n = len(self.layers) + 1
+            keys = list(jax.random.split(key, n)) if key is not None else [None] * n
+            x = dropout(x, self.cfg.dropout, keys[-1])
+            for layer, k in zip(self.layers, keys):
+                x = layer(x, cos, sin, rate=self.cfg.dropout, key=k)
         else:
             if len(cache) != len(self.layers):
                 raise ValueError(f"a cache of {len(cache)} layers for a model of {len(self.layers)}")
@@ -259,6 +275,16 @@ def make_apply(cfg: ModelConfig):
     """A pure function (params, tokens) -> logits, for jax.jit."""
     bind = _binder(cfg)
     return lambda params, tokens: bind(params)(tokens)
+
+
+def make_train_apply(cfg: ModelConfig):
+    """A pure function (params, tokens, key) -> logits: the training forward, with dropout drawn
+    from `key` when `cfg.dropout` > 0 (otherwise `make_apply`'s forward, the key unused)."""
+    if not cfg.dropout:
+        apply = make_apply(cfg)
+        return lambda params, tokens, key: apply(params, tokens)
+    bind = _binder(cfg)
+    return lambda params, tokens, key: bind(params)(tokens, key=key)
 
 
 def make_cached_apply(cfg: ModelConfig):

@@ -2,7 +2,10 @@
 
 * `run.json`: the model shape, the training settings, parameter count, devices, corpus (name,
   version, folder, separator), tokenizer (type, vocabulary size, sha256), and what the caller
-  adds (`lm.distill` its phase; `lm.ship.prune` its source); `lm.loader` reads it back.
+  adds (`lm.distill` its phase; `lm.ship.prune` its source); `lm.loader` reads it back. Its
+  `data` key (`data_record`) says what the model trained on: snapshot, version, splits, which
+  records (all, or the ids of a subset) and the augmented variants (count and a hash of their
+  ids), so that no one judges text with a model that has seen it (`seen_by`).
 * `metrics.jsonl`: one JSON object a line, appended (`Metrics`).
 * `DONE.json`: written after a model's final checkpoint and evaluation (`lm.distill`: a model
   whose folder holds it is not trained again).
@@ -12,6 +15,7 @@ equal the stored ones, or the command stops with a usage error naming the option
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -90,3 +94,42 @@ def read_done(out: Path) -> dict[str, Any] | None:
 def mark_done(out: Path, info: dict[str, Any]) -> dict[str, Any]:
     write_json(Path(out) / DONE_FILE, info)
     return info
+
+
+def ids_sha256(ids: Any) -> str:
+    """A hash of a set of record or variant ids (order-free)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
+
+
+def data_record(snapshot: Any, splits: list[str], record_ids: list[str] | None = None,
+                augmented: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What a model trained on (`run.json`'s `data`): the `splits` of `snapshot`, whole
+    (`record_ids` None) or only the records `record_ids`, plus the `augmented` variants (rows with
+    `id` and `parent_id`) or none."""
+    rec: dict[str, Any] = {"snapshot": snapshot.name, "version": snapshot.version, "splits": list(splits),
+                           "records": "all" if record_ids is None else sorted(record_ids)}
+    if augmented:
+        rec["augmented"] = {"variants": len(augmented), "ids_sha256": ids_sha256(r["id"] for r in augmented),
+                            "parents_sha256": ids_sha256({r["parent_id"] for r in augmented if r.get("parent_id")})}
+    else:
+        rec["augmented"] = None
+    return rec
+
+
+def seen_by(info: Mapping[str, Any] | None, snapshot: Any, split: str, record_ids: Any,
+            variant_ids: Any = ()) -> set[str]:
+    """The ids among `record_ids` (records of `snapshot`'s `split`) and `variant_ids` (its
+    augmented variants) that the model of `run.json` `info` may have trained on. Conservative:
+    without a `data` record, all; another version of the same corpus, every record; any augmented
+    text, every variant (only a hash of their ids is kept)."""
+    records, variants = set(record_ids), set(variant_ids)
+    data = (info or {}).get("data")
+    if not data:
+        return records | variants
+    if data.get("snapshot") != snapshot.name:
+        return set()
+    seen = set(variants) if data.get("augmented") else set()
+    if split in data["splits"]:
+        whole = data["records"] == "all" or data.get("version") != snapshot.version
+        seen |= records if whole else records & set(data["records"])
+    return seen

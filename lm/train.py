@@ -39,11 +39,11 @@ from typing import Any
 
 from lm import parallel
 from lm.checkpoint import RESUME_DIR
-from lm.corpus import Snapshot, open_snapshot, read_texts
+from lm.corpus import Snapshot, open_snapshot, read_columns, read_texts
 from lm.data import Batches, Packed, Pool, pack, real_pool, token_stream
 from lm.errors import DataError, UsageError, run_cli
 from lm.model import ModelConfig, preset
-from lm.run import check_fixed, read_run, write_run
+from lm.run import check_fixed, data_record, read_run, write_run
 from lm.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 from lm.trainer import Dev, LoopConfig, OptimConfig, resume_step, train
 
@@ -69,7 +69,7 @@ class TrainSettings:
 
 
 MODEL_FLAGS = {"dim": "dim", "layers": "n_layers", "heads": "n_heads", "hidden": "hidden_dim",
-               "context": "context", "dtype": "dtype"}
+               "context": "context", "dtype": "dtype", "dropout": "dropout"}
 OPTIM_FLAGS = tuple(f.name for f in fields(OptimConfig))
 RUN_FLAGS = tuple(f.name for f in fields(TrainSettings) if f.name != "optim")
 
@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{flag}", type=int)
     p.add_argument("--untied", action="store_true", default=None, help="separate output embedding")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (bfloat16 for accelerators)")
+    p.add_argument("--dropout", type=float, help="dropout on the embeddings and residual branches (0)")
     p.add_argument("--batch", type=int, help="sequences per step, across all devices")
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", type=int)
@@ -102,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, help="steps between dev evaluations (default steps/10)")
     p.add_argument("--eval-tokens", type=int, default=1 << 17, help="dev tokens per evaluation (cap)")
     p.add_argument("--save-every", type=int, help="steps between checkpoints (default: --eval-every)")
+    p.add_argument("--patience", type=int,
+                   help="stop after this many dev evaluations without a new best (the best checkpoint is kept)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--max-seconds", type=float,
                    help="stop (evaluate, checkpoint) once the command has run this long; rerun to go on")
@@ -171,10 +174,17 @@ class Run:
         tok.save(path)
         return tok
 
-    def augmented_texts(self) -> list[str]:
+    def augmented_folder(self) -> Path:
         a = self.settings.augmented
-        folder = self.snapshot.augmented_dir() if a == "auto" else Path(a)
-        return read_texts(folder)
+        return self.snapshot.augmented_dir() if a == "auto" else Path(a)
+
+    def augmented_texts(self) -> list[str]:
+        return read_texts(self.augmented_folder())
+
+    def data(self) -> dict[str, Any]:
+        """run.json's `data`: the whole train split, plus the augmented variants when used."""
+        rows = read_columns(self.augmented_folder(), ["id"], ("parent_id",)) if self.settings.augmented else None
+        return data_record(self.snapshot, ["train"], None, rows)
 
     def _key(self, split: str) -> str:
         return f"{self.snapshot.name}/{self.snapshot.version}/{split}"
@@ -219,16 +229,20 @@ class Run:
         prev = self.stored or {}
         write_run(self.out, cfg, s.to_dict(), tok.describe() | {"type": prev.get("tokenizer", {}).get("type")
                                                                  or tok.model_type or s.tokenizer},
-                  self.snapshot, max(a.steps, start), resumes=prev.get("resumes", []) + ([start] if start else []))
+                  self.snapshot, max(a.steps, start), resumes=prev.get("resumes", []) + ([start] if start else []),
+                  data=self.data())
         if start >= a.steps:
             print(f"{self.out}: already at step {start} (asked for {a.steps}); nothing to do")
             return {"steps": start, "resumed_from": start}
         eval_every = a.eval_every or max(1, a.steps // 10)
         loop = LoopConfig(steps=a.steps, batch=s.batch, eval_every=eval_every, save_every=a.save_every or eval_every,
-                          log_every=a.log_every, quiet=a.quiet)
+                          log_every=a.log_every, quiet=a.quiet, patience=a.patience)
         t0 = started if started is not None else time.perf_counter()
         deadline = t0 + a.max_seconds if a.max_seconds is not None else None
         summary = train(self.out, cfg, s.optim, loop, data, dev, seed=s.seed, deadline=deadline)
+        if summary.get("stopped_early"):
+            print(f"{self.out}: stopped at step {summary['steps']}: no better dev loss in {a.patience} evaluations "
+                  f"(best at step {summary['best_step']})", file=sys.stderr)
         if summary["deadline_reached"]:
             print(f"{self.out}: --max-seconds {a.max_seconds:g} reached at step {summary['steps']} of {a.steps}",
                   file=sys.stderr)

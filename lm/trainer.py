@@ -19,6 +19,10 @@ teacher whose forward runs inside the step (`Teacher(cfg, params)`), or whose to
 from a cache (`Teacher(cache=...)`, any object with `prepare`, `fill`, `lookup` and `flush`:
 `lm.distill.teacher_cache`). `keep` (a 0/1 tree like the parameters) holds pruned weights at zero.
 
+Early stopping: with `loop.patience` K, training stops (checkpointed) once K dev evaluations in a
+row found no new best; `best/` then holds the model (`lm.loader` loads it), and a re-run trains no
+further. Dropout (`cfg.dropout`) draws its masks from the seed folded with the step number.
+
 A run killed part-way resumes from its last checkpoint, and N steps + resume + M steps gives the
 parameters of N + M straight (the same compiled step on the same batches from the same state;
 bitwise on one machine). The learning rate warms up linearly for `optim.warmup` steps, then
@@ -43,7 +47,7 @@ from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, abstract_like
 from lm.data import Batch, Batches, Packed, Pool
 from lm.errors import TrainingDiverged, UsageError
 from lm.losses import LossConfig, TopK, distill_loss, token_nll, topk_of
-from lm.model import ModelConfig, count_params, init_params, make_apply
+from lm.model import ModelConfig, count_params, init_params, make_apply, make_train_apply
 from lm.run import Metrics
 
 
@@ -79,10 +83,13 @@ class LoopConfig:
     log_every: int = 10
     desc: str | None = None            # progress bar label
     quiet: bool = False
+    patience: int | None = None        # stop after this many dev evaluations without a new best
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1:
             raise UsageError("steps and batch must be positive")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError(f"patience must be at least 1 dev evaluation, not {self.patience}")
 
 
 @dataclass(frozen=True)
@@ -119,18 +126,20 @@ def soft_target_mode(teacher: Teacher | None, loss: LossConfig) -> str:
 
 def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
               mode: str = "ce", teacher_cfg: ModelConfig | None = None, masked: bool = False):
-    """The jitted update `(params, opt_state, extra, batch) -> (params, opt_state, (loss, ce, kl))`.
+    """The jitted update `(params, opt_state, extra, batch, step) -> (params, opt_state, (loss, ce,
+    kl))`; dropout (`cfg.dropout`) draws from `extra["key"]` folded with the step number.
 
     mode "ce" (no teacher), "live" (`extra["teacher"]`'s forward inside, on `batch["xc"]`) or
     "cached" (`batch["idx"]`, `batch["vals"]`: top-k ids and log-probs); `batch` always has
     "x", "y", "m". `masked`: the update is multiplied by `extra["keep"]`. Gradients are
     all-reduced by XLA across the mesh."""
-    apply = make_apply(cfg)
+    apply = make_train_apply(cfg)
     t_apply = make_apply(teacher_cfg) if mode == "live" else None
     alpha = loss.alpha if mode != "ce" else 1.0
 
-    def loss_fn(params, extra, b):
-        logits = apply(params, b["x"])
+    def loss_fn(params, extra, b, step):
+        key = jax.random.fold_in(jax.random.wrap_key_data(extra["key"]), step) if cfg.dropout else None
+        logits = apply(params, b["x"], key)
         kw: dict[str, Any] = {}
         if mode == "live":
             t_logits = jax.lax.stop_gradient(t_apply(extra["teacher"], b["xc"]))
@@ -144,8 +153,8 @@ def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformati
                                     kind=loss.kl, tail=loss.tail, **kw)
         return value, (parts["ce"], parts["kl"])
 
-    def step(params, opt_state, extra, b):
-        (value, (ce, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, extra, b)
+    def step(params, opt_state, extra, b, step_no):
+        (value, (ce, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, extra, b, step_no)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         if masked:  # pruned weights stay zero
@@ -153,7 +162,7 @@ def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformati
         return params, opt_state, (value, ce, kl)
 
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(repl, repl, repl, data), out_shardings=(repl, repl, repl),
+    return jax.jit(step, in_shardings=(repl, repl, repl, data, repl), out_shardings=(repl, repl, repl),
                    donate_argnums=(0, 1))
 
 
@@ -215,6 +224,7 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
     ckpts = Checkpoints(out)
     start = ckpts.latest_step() or 0
     seconds0, elapsed0, tokens0, best = 0.0, 0.0, 0, math.inf
+    best_step, stale = 0, 0  # the best dev evaluation's step; evaluations since it
     if start:
         tree = {"params": params, "opt_state": opt_state, "step": np.int64(0)}
         state, meta = ckpts.restore(RESUME_DIR, abstract_like(tree, repl))
@@ -223,13 +233,15 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
         seconds0, elapsed0 = float(meta.get("train_seconds", 0.0)), float(meta.get("elapsed", 0.0))
         tokens0 = int(meta.get("tokens", 0))
         best = float(meta["best_dev_loss"]) if meta.get("best_dev_loss") is not None else math.inf
+        best_step, stale = int(meta.get("best_step", 0)), int(meta.get("stale_evals", 0))
 
-    if start >= loop.steps:
+    stopped = bool(loop.patience and stale >= loop.patience)
+    if start >= loop.steps or stopped:
         ckpts.close()
         return {"steps": start, "resumed_from": start, "train_seconds": seconds0, "elapsed": elapsed0,
                 "tokens": tokens0, "tokens_per_second": round(tokens0 / seconds0, 1) if seconds0 else 0.0,
-                "best_dev_loss": best if math.isfinite(best) else None, "params": count_params(params),
-                "deadline_reached": False}
+                "best_dev_loss": best if math.isfinite(best) else None, "best_step": best_step,
+                "stopped_early": stopped, "params": count_params(params), "deadline_reached": False}
 
     params, opt_state = parallel.put(params, repl), parallel.put(opt_state, repl)
     extra: dict[str, Any] = {}
@@ -237,6 +249,8 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
         extra["teacher"] = parallel.put(teacher.params, repl)
     if keep is not None:
         extra["keep"] = parallel.put(keep, repl)
+    if cfg.dropout:
+        extra["key"] = parallel.put(jax.random.key_data(jax.random.key(seed)), repl)
     step_fn = make_step(cfg, loss, tx, mesh, mode, teacher.cfg if mode == "live" else None, keep is not None)
     eval_fn = make_eval_step(cfg, mesh)
     cache = teacher.cache if mode == "cached" else None
@@ -287,7 +301,8 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
         while step < loop.steps:
             b = data.next()
             arrays = _batch_arrays(b, mode, cache, data.pools)
-            params, opt_state, losses = step_fn(params, opt_state, extra, jax.device_put(arrays, data_sh))
+            params, opt_state, losses = step_fn(params, opt_state, extra, jax.device_put(arrays, data_sh),
+                                                np.int32(step))
             step += 1
             tokens += tokens_per_step
             pending.append(losses)
@@ -312,8 +327,12 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
                     entry["dev_bpc"] = round(nll / math.log(2) / dev.chars, 6)
                 metrics.write(entry | {"elapsed": elapsed()})
                 if dev_loss < best:
-                    best = dev_loss
+                    best, best_step, stale = dev_loss, step, 0
                     ckpts.save(BEST_DIR, step, {"params": params}, {"step": step, "dev_loss": dev_loss})
+                else:
+                    stale += 1
+                stopped = bool(loop.patience and stale >= loop.patience)
+                at_save = at_save or stopped
             if at_save:
                 if dev is None:
                     ckpts.save(BEST_DIR, step, {"params": params}, {"step": step, "dev_loss": None})
@@ -321,17 +340,19 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
                     cache.flush()  # stored rows and their flags before the checkpoint
                 ckpts.save(RESUME_DIR, step, {"params": params, "opt_state": opt_state, "step": np.int64(step)},
                            {"data": data.state(), "train_seconds": seconds, "elapsed": elapsed(), "tokens": tokens,
-                            "step": step, "best_dev_loss": best if math.isfinite(best) else None})
+                            "step": step, "best_dev_loss": best if math.isfinite(best) else None,
+                            "best_step": best_step, "stale_evals": stale})
             if at_eval or at_save:
                 t_mark = time.perf_counter()  # evaluation and saving are not training time
-            if out_of_time:
+            if out_of_time or stopped:
                 break
     finally:
         bar.close()
         metrics.close()
         ckpts.close()
     return {"steps": step, "resumed_from": start, "loss": last_loss, "dev_loss": dev_loss,
-            "best_dev_loss": best if math.isfinite(best) else None, "train_seconds": round(seconds, 3),
+            "best_dev_loss": best if math.isfinite(best) else None, "best_step": best_step,
+            "stopped_early": stopped, "train_seconds": round(seconds, 3),
             "elapsed": elapsed(), "tokens": tokens, "compile_seconds": round(compile_s, 3),
             "tokens_per_second": round(timed_tokens / (seconds - seconds0), 1) if seconds > seconds0 else 0.0,
-            "params": count_params(params), "deadline_reached": step < loop.steps}
+            "params": count_params(params), "deadline_reached": step < loop.steps and not stopped}

@@ -111,3 +111,22 @@ def test_token_cache_encodes_once_per_key_and_tokenizer(tok: Tokenizer, monkeypa
 def test_empty_stream_is_a_clear_error(tok: Tokenizer) -> None:
     with pytest.raises(DataError, match="empty"):
         pack(encode_documents(tok, [])[:1], 16, tok.eos_id)
+
+
+def test_a_seed_reads_real_text_in_one_order_whatever_the_augmented_pools(stream: np.ndarray) -> None:
+    """Paired seeds: a student with augmented pools and a baseline without read the same real
+    sequences in the same order, epoch after epoch; another seed reads another order."""
+    real = Pool("real", pack(stream[:2000], 16, pad_id=0))
+    aug = Pool("aug", pack(stream[2000:2600] + 10_000, 16, pad_id=0))
+
+    def real_rows(b: Batches, n: int) -> list[int]:
+        rows = []
+        while len(rows) < n:
+            batch = b.next()
+            rows += batch.rows[batch.pools == 0].tolist()
+        return rows[:n]
+    n = 3 * len(real)  # three epochs of the baseline
+    baseline = real_rows(Batches(real, 8, seed=5), n)
+    assert baseline == real_rows(Batches(real, 8, seed=5, augmented=[aug], share=0.3), n)
+    assert baseline != real_rows(Batches(real, 8, seed=6), n)
+    assert sorted(baseline[:len(real)]) == list(range(len(real)))

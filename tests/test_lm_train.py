@@ -161,3 +161,60 @@ def test_lm_train_is_the_trainer_with_the_ce_loss(tmp_path: Path, tmp_path_facto
     a, b = restore(cmd / "checkpoints" / "9" / "state"), restore(direct / "checkpoints" / "9" / "state")
     leaves = list(zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True))
     assert leaves and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in leaves)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Dev text of random token ids gets worse as the model learns real text: the first evaluation
+    is the best, training stops `patience` evaluations later, and the model loaded from the run
+    is that best checkpoint, not the last; a re-run has nothing to do."""
+    from lm.corpus import open_snapshot
+    from lm.data import Batches, Packed, real_pool
+    from lm.loader import load_model
+    from lm.model import preset
+    from lm.run import write_run
+    from lm.trainer import Dev, LoopConfig, OptimConfig, train
+
+    gl = corpora(tmp_path_factory)["gl"]
+    tok = Tokenizer.load(tiny_run(tmp_path_factory) / "tokenizer.model")
+    cfg = preset("tiny", vocab_size=tok.vocab_size, dropout=0.1)
+    data = Batches(real_pool(tok, open_snapshot(gl).documents("train"), cfg.context, None), 8, seed=0)
+    noise = np.random.default_rng(0).integers(0, tok.vocab_size, (16, cfg.context + 1)).astype(np.int32)
+    dev = Dev(Packed(noise, np.ones((16, cfg.context), np.float32)), None)
+    args = (tmp_path / "es", cfg, OptimConfig(lr=1e-2, warmup=2, decay_steps=200), LoopConfig(200, 8, 4, 4, quiet=True,
+                                                                                            patience=3), data, dev)
+    summary = train(*args, seed=0)
+    assert summary["stopped_early"] and summary["best_step"] == 4 and summary["steps"] == 16
+    assert not summary["deadline_reached"]
+    dev_losses = [json.loads(x)["dev_loss"] for x in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()
+                  if "dev_loss" in x]
+    assert len(dev_losses) == 4 and dev_losses[0] == min(dev_losses)
+    best = restore(tmp_path / "es" / "best" / "4" / "state")["params"]
+    last = restore(tmp_path / "es" / "checkpoints" / "16" / "state")["params"]
+    tok.save(tmp_path / "es" / "tokenizer.model")
+    write_run(tmp_path / "es", cfg, {"batch": 8, "seed": 0}, tok.describe(), open_snapshot(gl), 200)
+    model = load_model(tmp_path / "es")
+    pairs = list(zip(jax.tree.leaves(model.params), jax.tree.leaves(best), jax.tree.leaves(last), strict=True))
+    assert all(np.array_equal(np.asarray(m), np.asarray(b)) for m, b, _ in pairs)
+    assert not all(np.array_equal(np.asarray(m), np.asarray(x)) for m, _, x in pairs)
+    again = train(*args, seed=0)  # stopped for good: resuming trains nothing
+    assert again["steps"] == 16 and again["stopped_early"]
+
+
+def test_dropout_trains_differently_but_scores_deterministically(tmp_path: Path,
+                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Dropout draws from the seed and step: two runs agree bit for bit, resume included; a run
+    without it differs; evaluation never drops anything."""
+    gl = str(corpora(tmp_path_factory)["gl"])
+    common = ["--corpus", gl, *TINY, "--eval-every", "6", "--lr", "3e-3", "--decay-steps", "6", "--warmup", "1"]
+    for name, extra in (("a", ["--dropout", "0.2", "--steps", "6"]), ("b", ["--dropout", "0.2", "--steps", "3"]),
+                        ("c", ["--steps", "6"])):
+        assert train_main([*common, *extra, "--out", str(tmp_path / name)]) == 0
+    assert train_main([*common, "--dropout", "0.2", "--steps", "6", "--out", str(tmp_path / "b")]) == 0
+    leaves = {n: jax.tree.leaves(restore(tmp_path / n / "checkpoints" / "6" / "state")["params"]) for n in "abc"}
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves["a"], leaves["b"], strict=True))
+    assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves["a"], leaves["c"], strict=True))
+    from lm.loader import load_model
+    model = load_model(tmp_path / "a")
+    assert model.cfg.dropout == 0.2
+    x = np.asarray([[1, 2, 3, 4, 5, 6]], np.int32)
+    assert np.array_equal(model.nll(x[:, :-1], x[:, 1:]), model.nll(x[:, :-1], x[:, 1:]))

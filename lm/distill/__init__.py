@@ -6,13 +6,15 @@ text is worth learning from:
 
 1. Tokenizer: SentencePiece on the train split plus the augmented text (never dev or test);
    with `--teacher RUN`, that run's tokenizer (token-level distillation needs one vocabulary).
-2. Teacher (`teachers`): `--teacher RUN` (one of our run folders), `--teacher-hf PATH` (a local
-   Hugging Face causal LM, safetensors only, no remote code), or trained here with the `teacher`
-   model preset: first on real train text only (this model is the judge), then continued on real
-   plus kept augmented text (the teacher). The judge never trains on what it judges.
-3. Judging (`judge`): the judge scores every variant and every real train sentence in bits per
-   character, batched and jitted (`lm.scoring`); per augmenter, variants worse than the
-   `--keep-quantile` Q quantile of the real sentences are dropped.
+2. Judges (`judge`): two models of the `judge` preset, each trained on one seeded half of the
+   train records. A variant is scored (bits per character, batched and jitted, `lm.scoring`) by
+   the judge that never saw its parent, and kept when no worse than the `--keep-quantile` Q
+   quantile of that judge's scores of the other half's real sentences. No judge ever scores
+   text it trained on: every call checks it by id against the judge's `run.json` `data`.
+3. Teacher (`teachers`): trained here with the `teacher` preset on real train text only, to
+   convergence (dropout, early stopping on dev); or `--teacher RUN` (one of our run folders) or
+   `--teacher-hf PATH` (a local Hugging Face causal LM, safetensors only, no remote code). What
+   it trained on is recorded (`data` in run.json and DONE.json).
 4. Students (`rounds`, trained by `lm.trainer`): loss alpha x CE + (1 - alpha) x T^2 x KL
    (`lm.losses`; `--kl reverse`, `--top-k K`, `--tail renorm|bucket`). Teacher outputs are
    computed in the student's jitted step, or read from a top-k cache (`teacher_cache`,
@@ -21,14 +23,19 @@ text is worth learning from:
    student's input while their clean parents stay the targets. With `--teacher-hf`:
    sequence-level distillation (the teacher's samples continuing real prefixes join the
    augmented text as augmenter `teacher-sample`, judged like the rest).
-5. Baselines with the same preset, steps and seed: `baseline` (real text, CE), `student_no_kd`
-   (real plus kept augmented, CE), `student_no_aug` (real text, KD). `student` = KD + kept
-   augmented text.
+5. Arms, `--seeds N` paired seeds each (seed pair i: the same initial parameters and order of
+   real text for every arm): `student` (KD + kept augmented text) and `baseline` (real text,
+   CE); with `--ablations` also `student_no_kd` (kept augmented, CE) and `student_no_aug` (real
+   text, KD from the real-only teacher; refused when the teacher may have seen augmented text).
+   Every model stops once dev stops improving (`patience`), and its best checkpoint is the model.
 6. Rounds: from round 2 on, `pipelines.augment` runs again with a new seed (`variants`); mixture
    weights per augmenter come from the previous round (kept fraction x dev gain, `gain`); the
-   loop stops when dev bits per character stops improving. The best round's student is `student`.
-7. Report (`report`): RUN/report.json, RUN/report.md, RUN/dev_bpc.png, RUN/kept_fraction.png; the
-   models table starts with the character n-gram anchor (`lm.ngram`, order chosen on dev).
+   loop stops when dev bits per character stops improving. The arms train after the best round
+   is fixed.
+7. Report (`report`, `paired`): RUN/report.json, RUN/report.md, RUN/dev_bpc.png,
+   RUN/kept_fraction.png; the models table starts with the character n-gram anchor (`lm.ngram`,
+   order chosen on dev), arms are means over seeds, and each arm's paired difference from the
+   student comes with its 95% t-interval; a few samples from the student close it.
 
 Re-running the same command after an interruption continues: a model whose folder holds
 `DONE.json` (written after its final checkpoint and evaluation) is not trained again, an
@@ -37,8 +44,8 @@ Exit codes: 0 ok, 1 failure, 2 usage.
 
 Modules: `cli` (options, `main`), `config` (presets, settings fixed at creation), `workspace`
 (the run folder; one model trained through `lm.trainer`), `variants` (augmented text; the only
-module that runs `pipelines`), `teachers`, `judge`, `rounds` (the loop and the baselines),
-`gain`, `teacher_cache`, `report`.
+module that runs `pipelines`), `teachers`, `judge`, `rounds` (the loop and the arms), `gain`,
+`teacher_cache`, `paired` (seed statistics), `report`.
 """
 from lm.distill.cli import main
 

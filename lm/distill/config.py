@@ -22,23 +22,27 @@ ModelSpec = tuple[str, dict[str, Any]]  # an lm.model preset's name and override
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes, steps and rounds. Models are lm.model presets plus overrides."""
+    """Sizes, steps, seeds. Models are lm.model presets plus overrides (dropout among them)."""
 
     student: ModelSpec
     teacher: ModelSpec
-    student_steps: int
-    judge_steps: int          # teacher on real text only (the judge)
-    teacher_steps: int        # the judge continued on real + kept augmented text (the teacher)
+    judge: ModelSpec          # the two cross-fitted judges (`judge`), each on half of train
+    student_steps: int        # at most: every model stops early once dev stops improving
+    judge_steps: int
+    teacher_steps: int        # the teacher, on real train text only
     batch: int
-    student_lr: float
+    student_lr: float         # students and baselines alike (chosen on dev: bench/README.md)
     teacher_lr: float
+    judge_lr: float
+    seeds: int                # paired seeds per arm (student and baseline share each)
     rounds: int
     aug_share: float          # share of training sequences from augmented text
-    eval_points: int          # dev evaluations over a model's training (the curves in the report)
+    eval_every: int           # steps between dev evaluations (curves, best checkpoint, early stopping)
+    patience: int             # dev evaluations without a new best before a model stops
     vocab_size: int | None = None
     student_max_params: int | None = None  # narrow the student's MLP until it fits (the vocabulary varies)
     eval_chars: int = 60_000      # dev text for the training curves (final figures: all of dev and test)
-    judge_real: int = 1000        # real train sentences whose scores set the quantile (a sample)
+    judge_real: int = 1000        # real train sentences whose scores set the quantiles (a sample)
     teacher_samples: int = 2000   # --teacher-hf: real prefixes continued by the teacher per round
     sample_tokens: int = 48
 
@@ -52,26 +56,35 @@ class Preset:
         name, overrides = self.teacher
         return model_preset(name, **{**overrides, "vocab_size": vocab_size})
 
+    def judge_model(self, vocab_size: int) -> ModelConfig:
+        name, overrides = self.judge
+        return model_preset(name, **{**overrides, "vocab_size": vocab_size})
 
+
+_STUDENT = ("student", {"hidden_dim": 288, "context": 128})
 PRESETS: dict[str, Preset] = {
     # for tests: seconds on two cores
-    "tiny": Preset(student=("tiny", {}), teacher=("tiny", {"dim": 64, "hidden_dim": 128}),
-                   student_steps=16, judge_steps=16, teacher_steps=8, batch=8, student_lr=3e-3, teacher_lr=3e-3,
-                   rounds=1, aug_share=0.5, eval_points=2, teacher_samples=40, sample_tokens=12),
-    # gl-ctg on two CPU cores in at most 15 minutes, everything included: a 0.77M student
-    # (nanoGPT's CPU shape with SwiGLU) and a 3.3x teacher, a few hundred steps each. Students
-    # at 3e-3 were as likely to stall on the unigram plateau as not (dev bits/char 2.43 or 2.63
-    # by the initial draw alone); 1.5e-3 varied less and learnt as well.
-    "demo": Preset(student=("student", {"hidden_dim": 288, "context": 128}),
+    "tiny": Preset(student=("tiny", {}), teacher=("tiny", {"dim": 64, "hidden_dim": 128}), judge=("tiny", {}),
+                   student_steps=16, judge_steps=12, teacher_steps=16, batch=8, student_lr=3e-3, teacher_lr=3e-3,
+                   judge_lr=3e-3, seeds=2, rounds=1, aug_share=0.5, eval_every=8, patience=2, teacher_samples=40,
+                   sample_tokens=12),
+    # gl-ctg on two CPU cores in at most 15 minutes, everything included (bench/README.md). The
+    # compute goes where it pays: the 3.3x teacher trains on real text for 400 steps (below the
+    # n-gram; students learn from it fast), two small judges, then a 0.77M student (nanoGPT's CPU shape with SwiGLU) and its baseline with three paired
+    # seeds each. The student learning rate and dropout were chosen on dev for student and
+    # baseline alike (bench/results/tune.json): at a few hundred steps dropout only slows them.
+    "demo": Preset(student=_STUDENT,
                    teacher=("teacher", {"dim": 224, "n_layers": 4, "n_heads": 7, "hidden_dim": 608, "context": 128}),
-                   student_steps=250, judge_steps=200, teacher_steps=60, batch=16, student_lr=1.5e-3,
-                   teacher_lr=2e-3, rounds=1, aug_share=0.3, eval_points=5,
-                   student_max_params=800_000, judge_real=500),
-    # the full `teacher` preset (6.3x the student), several times the steps, up to three rounds:
-    # an hour or more on two cores
-    "full": Preset(student=("student", {"hidden_dim": 288, "context": 128}), teacher=("teacher", {"context": 128}),
-                   student_steps=1500, judge_steps=1000, teacher_steps=500, batch=32, student_lr=3e-3,
-                   teacher_lr=1.5e-3, rounds=3, aug_share=0.3, eval_points=10,
+                   judge=("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128}),
+                   student_steps=340, judge_steps=80, teacher_steps=400, batch=16, student_lr=3e-3,
+                   teacher_lr=3e-3, judge_lr=3e-3, seeds=3, rounds=1, aug_share=0.3, eval_every=50, patience=2,
+                   student_max_params=800_000, judge_real=600, eval_chars=30_000),
+    # the full `teacher` preset (6.3x the student) with dropout, thousands of steps stopped early
+    # on dev, five seeds, up to three rounds: hours on two cores
+    "full": Preset(student=("student", {"hidden_dim": 288, "context": 128, "dropout": 0.1}),
+                   teacher=("teacher", {"context": 128, "dropout": 0.2}), judge=_STUDENT,
+                   student_steps=3000, judge_steps=1000, teacher_steps=3000, batch=16, student_lr=2e-3,
+                   teacher_lr=1.5e-3, judge_lr=3e-3, seeds=5, rounds=3, aug_share=0.3, eval_every=100, patience=3,
                    student_max_params=800_000, eval_chars=150_000),
 }
 
@@ -104,6 +117,7 @@ class Settings:
     cache: str = "auto"
     keep_quantile: float = 0.9
     rounds: int = 1
+    seeds: int = 1
     aug_share: float = 0.5
     noised_input: bool = False
     teacher: str | None = None
@@ -112,6 +126,7 @@ class Settings:
     judge_steps: int = 0
     teacher_steps: int = 0
     student_lr: float = 0.0
+    student_dropout: float = 0.0
 
     def loss(self, kd: bool = True, tail: str | None = None, top_k: int | None = None) -> LossConfig:
         """The students' loss: alpha x CE + (1 - alpha) x KL, or CE alone (`kd` False)."""
@@ -119,15 +134,18 @@ class Settings:
                           top_k=(self.top_k or 0) if top_k is None else top_k, tail=tail or self.tail)
 
     def preset_values(self) -> Preset:
-        """The run's preset with the steps and learning rate it was created with."""
-        return dataclasses.replace(PRESETS[self.preset], student_steps=self.student_steps,
-                                   judge_steps=self.judge_steps, teacher_steps=self.teacher_steps,
-                                   student_lr=self.student_lr)
+        """The run's preset with the steps, learning rate and dropout it was created with."""
+        pre = PRESETS[self.preset]
+        name, overrides = pre.student
+        return dataclasses.replace(pre, student=(name, {**overrides, "dropout": self.student_dropout}),
+                                   student_steps=self.student_steps, judge_steps=self.judge_steps,
+                                   teacher_steps=self.teacher_steps, student_lr=self.student_lr)
 
 
-CHANGEABLE = {"rounds"}  # may grow on a re-run
-GIVEN = ("seed", "alpha", "temperature", "kl", "top_k", "tail", "cache", "keep_quantile", "rounds", "aug_share",
-         "noised_input", "teacher", "teacher_hf", "student_steps", "judge_steps", "teacher_steps", "student_lr")
+CHANGEABLE = {"seeds"}  # may grow on a re-run: more pairs (rounds may not: round 1's student is a draw)
+GIVEN = ("seed", "alpha", "temperature", "kl", "top_k", "tail", "cache", "keep_quantile", "rounds", "seeds",
+         "aug_share", "noised_input", "teacher", "teacher_hf", "student_steps", "judge_steps", "teacher_steps", "student_lr",
+         "student_dropout")
 
 
 def resolve_settings(preset: str, given: dict[str, Any], snapshot: Snapshot, run: Path) -> Settings:
@@ -139,9 +157,10 @@ def resolve_settings(preset: str, given: dict[str, Any], snapshot: Snapshot, run
     for k in ("teacher", "teacher_hf"):
         if k in given:
             given[k] = str(Path(given[k]).resolve())
-    base = Settings(corpus=str(snapshot.root.resolve()), preset=preset, rounds=pre.rounds,
+    base = Settings(corpus=str(snapshot.root.resolve()), preset=preset, rounds=pre.rounds, seeds=pre.seeds,
                     aug_share=pre.aug_share, student_steps=pre.student_steps, judge_steps=pre.judge_steps,
-                    teacher_steps=pre.teacher_steps, student_lr=pre.student_lr)
+                    teacher_steps=pre.teacher_steps, student_lr=pre.student_lr,
+                    student_dropout=pre.student[1].get("dropout", 0.0))
     settings = dataclasses.replace(base, **given)
     path = run / SETTINGS_FILE
     if path.is_file():
@@ -161,6 +180,8 @@ def check(s: Settings) -> None:
         raise UsageError(f"--keep-quantile must be in (0, 1], not {s.keep_quantile}")
     if s.rounds < 1:
         raise UsageError(f"--rounds must be at least 1, not {s.rounds}")
+    if s.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, not {s.seeds}")
     if not 0.0 <= s.aug_share < 1.0:
         raise UsageError(f"--aug-share must be in [0, 1), not {s.aug_share}")
     if s.top_k is not None and s.top_k < 1:
@@ -170,3 +191,5 @@ def check(s: Settings) -> None:
             raise UsageError(f"--{k.replace('_', '-')} must be at least 1")
     if s.student_lr <= 0:
         raise UsageError(f"--student-lr must be positive, not {s.student_lr}")
+    if not 0.0 <= s.student_dropout < 1.0:
+        raise UsageError(f"--student-dropout must be in [0, 1), not {s.student_dropout}")

@@ -1,9 +1,15 @@
-"""A teacher judges text: every variant and a sample of the real train sentences is scored on its
-own in bits per character (`lm.scoring.texts_bits_per_char`, batched and jitted), and a variant is
-kept when it scores no worse than the `--keep-quantile` quantile of the real sentences.
+"""Judging augmented text with models that never trained on it: two cross-fitted judges.
 
-Scores are kept in the run (`RUN/judge/real_bpc.npy`, `RUN/rounds/rN/judged.parquet` with
-`bits_per_char` and `kept`), so a re-run reads them back instead of judging again.
+The train split's records are cut in two seeded halves; `judge-a` trains on half A only and
+`judge-b` on half B (the `judge` model preset, real text, early stopping on dev). A variant is
+scored by the judge that never saw its parent sentence, and each judge's keep threshold is the
+`--keep-quantile` quantile of its bits per character on (a sample of) the other half's real
+sentences. So every score is out of sample: the threshold is not pulled down by memorised
+sentences, and variants of memorised parents get no favour. Every call checks it by id against
+the judge's `run.json` `data` record (`lm.run.seen_by`) and stops with a `LeakError` otherwise.
+
+Scores are kept in the run (`RUN/judge/real_bpc-NAME.npy`, `RUN/rounds/rN/judged.parquet` with
+`bits_per_char`, `judge` and `kept`), so a re-run reads them back instead of judging again.
 """
 from __future__ import annotations
 
@@ -15,10 +21,27 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from lm.data import Batches, real_pool
+from lm.loader import FlaxModel, load_model
+from lm.run import data_record, read_run, seen_by
 from lm.scoring import texts_bits_per_char
 
 from lm.distill.variants import VARIANT_COLUMNS, write_variants
 from lm.distill.workspace import Workspace
+
+JUDGES = ("judge-a", "judge-b")
+
+
+class LeakError(RuntimeError):
+    """A judge was asked to score text it trained on (a bug: the cross-fitting must prevent it)."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    name: str
+    half: int                 # the half of train it trained on
+    model: FlaxModel
+    info: dict[str, Any]      # its run.json (the `data` record)
 
 
 @dataclass(frozen=True)
@@ -37,54 +60,114 @@ def quantile_filter(real_bpc: np.ndarray, variant_bpc: np.ndarray, augmenters: S
     real = real_bpc[np.isfinite(real_bpc)]
     threshold = float(np.quantile(real, q)) if len(real) else math.inf
     keep = np.isfinite(variant_bpc) & (variant_bpc <= threshold)
+    return Verdict(threshold, keep, count_kept(keep, augmenters))
+
+
+def count_kept(keep: np.ndarray, augmenters: Sequence[str]) -> dict[str, dict]:
     per: dict[str, dict] = {}
     names = np.asarray(augmenters, dtype=object)
     for name in sorted(set(augmenters)):
         sel = names == name
         n, k = int(sel.sum()), int(keep[sel].sum())
         per[name] = {"variants": n, "kept": k, "kept_fraction": round(k / n, 4) if n else 0.0}
-    return Verdict(threshold, keep, per)
+    return per
 
 
-def _score(judge: Any, texts: list[str]) -> np.ndarray:
-    return texts_bits_per_char(judge.nll, judge.tokenizer.encode, judge.tokenizer.eos_id, texts, judge.context)
+def halves(ws: Workspace) -> dict[str, int]:
+    """Train record id -> 0 or 1: a seeded split of the records in two (as equal as can be)."""
+    ids = sorted({r["id"] for r in ws.snapshot.records("train")})
+    perm = np.random.default_rng([ws.settings.seed, 17]).permutation(len(ids))
+    return {ids[i]: int(rank >= len(ids) // 2) for rank, i in enumerate(perm)}
 
 
-def real_scores(ws: Workspace, judge: Any) -> np.ndarray:
-    """The judge's bits per character of (a seeded sample of) the real train sentences."""
-    path = ws.run / "judge" / "real_bpc.npy"
-    if path.is_file():
-        return np.load(path)
-    texts = [r["text"] for r in ws.snapshot.records("train")]
-    if len(texts) > ws.preset.judge_real:  # a quantile needs a sample, not every sentence
-        pick = np.sort(np.random.default_rng([ws.settings.seed, 5]).permutation(len(texts))[: ws.preset.judge_real])
-        texts = [texts[i] for i in pick]
-    t = time.perf_counter()
-    scores = _score(judge, texts)
-    ws.log(f"judge: {len(texts):,} real train sentences scored in {time.perf_counter() - t:.1f}s, "
-           f"median {np.nanmedian(scores):.3f} bits/char")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, scores)
-    return scores
+def train_judges(ws: Workspace) -> list[Judge]:
+    """`judge-a` and `judge-b`, each on its half of the train records (trained or read back)."""
+    pre, half_of = ws.preset, halves(ws)
+    cfg = pre.judge_model(ws.tok.vocab_size)
+    judges = []
+    for h, name in enumerate(JUDGES):
+        if not ws.done(name):
+            recs = [r for r in ws.snapshot.records("train") if half_of[r["id"]] == h]
+            pool = real_pool(ws.tok, [ws.snapshot.separator.join(r["text"] for r in recs)], cfg.context,
+                             f"{ws.key('train')}/half{h}-{ws.settings.seed}")
+            ws.log(f"{name}: {cfg.n_params():,} params on half {'AB'[h]} of train ({len(recs):,} records), "
+                   f"at most {pre.judge_steps} steps")
+            summary = ws.train(name, cfg, ws.schedule(name, pre.judge_steps, pre.judge_lr), Batches(pool, pre.batch,
+                               ws.settings.seed + h), ws.dev(cfg.context), seed=ws.settings.seed + h,
+                               data_used=data_record(ws.snapshot, ["train"], [r["id"] for r in recs]),
+                               describe={"data": f"real, half {'AB'[h]}"})
+            ws.mark_done(name, summary)
+        judges.append(Judge(name, h, load_model(ws.models / name), read_run(ws.models / name) or {}))
+    return judges
 
 
-def judge_round(ws: Workspace, r: int, rows: list[dict], judge: Any, real_bpc: np.ndarray) -> tuple[list[dict], dict]:
-    """Score and filter a round's new variants (read back when already judged): the kept ones and
-    {"threshold", "augmenters": per augmenter counts, "median_bpc": per augmenter}."""
+def score(ws: Workspace, judge: Judge, texts: list[str], record_ids: Sequence[str] = (),
+          variant_ids: Sequence[str] = ()) -> np.ndarray:
+    """Bits per character of each text on its own, after checking by id that `judge` never trained
+    on these records or on these variants' parents (`record_ids`) or variants (`variant_ids`)."""
+    seen = seen_by(judge.info, ws.snapshot, "train", record_ids, variant_ids)
+    if seen:
+        raise LeakError(f"{judge.name} trained on {len(seen)} of the texts it was asked to judge "
+                        f"(e.g. {sorted(seen)[0]}): a judge never scores its own training text")
+    m = judge.model
+    return texts_bits_per_char(m.nll, m.tokenizer.encode, m.tokenizer.eos_id, texts, m.context)
+
+
+def real_scores(ws: Workspace, judges: list[Judge]) -> list[np.ndarray]:
+    """Per judge, its bits per character of a seeded sample of the other half's real sentences."""
+    half_of, out = halves(ws), []
+    for j in judges:
+        path = ws.run / "judge" / f"real_bpc-{j.name}.npy"
+        if path.is_file():
+            out.append(np.load(path))
+            continue
+        recs = [r for r in ws.snapshot.records("train") if half_of[r["id"]] != j.half]
+        n = max(1, ws.preset.judge_real // len(judges))
+        if len(recs) > n:  # a quantile needs a sample, not every sentence
+            pick = np.sort(np.random.default_rng([ws.settings.seed, 5, j.half]).permutation(len(recs))[:n])
+            recs = [recs[i] for i in pick]
+        t = time.perf_counter()
+        scores = score(ws, j, [r["text"] for r in recs], [r["id"] for r in recs])
+        ws.log(f"{j.name}: {len(recs):,} real sentences of the other half scored in {time.perf_counter() - t:.1f}s, "
+               f"median {np.nanmedian(scores):.3f} bits/char")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, scores)
+        out.append(scores)
+    return out
+
+
+def judge_round(ws: Workspace, r: int, rows: list[dict], judges: list[Judge],
+                real: list[np.ndarray]) -> tuple[list[dict], dict]:
+    """Score and filter a round's new variants (read back when already judged), each by the judge
+    that never saw its parent: the kept ones and {"threshold" (the judges' mean), "thresholds",
+    "augmenters": per augmenter counts, "median_bpc": per augmenter}."""
     path = ws.run / "rounds" / f"r{r}" / "judged.parquet"
+    half_of = halves(ws)
+    # a variant whose parent is in neither half (none today) goes to the first judge; `score` checks
+    which = np.asarray([1 - half_of[x["parent_id"]] if x["parent_id"] in half_of else 0 for x in rows], np.int64)
     judged = path.is_file()
     if judged:
         table = pq.read_table(path).to_pylist()
         bpc = np.asarray([x["bits_per_char"] for x in table], np.float64)
         rows = [{c: x[c] for c in VARIANT_COLUMNS} for x in table]
+        which = np.asarray([JUDGES.index(x["judge"]) for x in table], np.int64)
     else:
         t = time.perf_counter()
-        bpc = _score(judge, [x["text"] for x in rows])
+        bpc = np.full(len(rows), np.nan)
+        for k, j in enumerate(judges):
+            idx = np.flatnonzero(which == k)
+            sel = [rows[i] for i in idx]
+            bpc[idx] = score(ws, j, [x["text"] for x in sel], [x["parent_id"] for x in sel], [x["id"] for x in sel])
         ws.log(f"round {r}: judged {len(rows):,} variants in {time.perf_counter() - t:.1f}s")
-    verdict = quantile_filter(real_bpc, bpc, [x["augmenter"] for x in rows], ws.settings.keep_quantile)
+    q = ws.settings.keep_quantile
+    thresholds = [quantile_filter(real[k], np.empty(0), [], q).threshold for k in range(len(judges))]
+    keep = np.isfinite(bpc) & (bpc <= np.asarray(thresholds)[which])
+    augmenters = [x["augmenter"] for x in rows]
     if not judged:
-        write_variants(path, rows, {"bits_per_char": bpc.tolist(), "kept": verdict.keep.tolist()})
-    kept = [x for x, k in zip(rows, verdict.keep) if k]
-    return kept, {"threshold": verdict.threshold, "augmenters": verdict.per_augmenter,
-                  "median_bpc": {a: float(np.nanmedian(bpc[[x["augmenter"] == a for x in rows]]))
-                                 for a in verdict.per_augmenter}}
+        write_variants(path, rows, {"bits_per_char": bpc.tolist(), "judge": [JUDGES[k] for k in which],
+                                    "kept": keep.tolist()})
+    kept = [x for x, k in zip(rows, keep) if k]
+    per = count_kept(keep, augmenters)
+    return kept, {"threshold": float(np.mean(thresholds)),
+                  "thresholds": {j.name: t for j, t in zip(judges, thresholds)}, "augmenters": per,
+                  "median_bpc": {a: float(np.nanmedian(bpc[[x == a for x in augmenters]])) for a in per}}

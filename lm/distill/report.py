@@ -1,10 +1,13 @@
 """The distillation report: `report.json`, `report.md` (the same as tables) and two PNG plots.
 
 `report.json` = {"corpus", "version", "preset", "rounds": [...], "models": {NAME: {"params",
-"dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}}, "augmenters":
-{NAME: {"variants", "kept", "kept_fraction"}}} plus a few extra keys (settings, teacher cache,
-wall time). Plots: `dev_bpc.png` (dev bits per character against step for every model, from
-each model's metrics.jsonl) and `kept_fraction.png` (kept fraction per augmenter and round).
+"dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}}, "paired":
+{"A_vs_B": {"seeds", "mean", "sd", "ci95", "differences"}}, "augmenters": {NAME: {"variants",
+"kept", "kept_fraction"}}} plus a few extra keys (settings, teacher cache, judges, samples, wall
+time). An arm trained with several seeds (`student`, `baseline`, ...) reports the means over its
+seeds, with `dev_sd`, `test_sd`, `seeds` and `per_seed`; `ngram` is the character n-gram anchor
+(with its `order`). Plots: `dev_bpc.png` (dev bits per character against step: the teacher, the
+judges and every arm's first seed, from each model's metrics.jsonl) and `kept_fraction.png`.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Any
 
 from lm.files import write_json
 from lm.run import read_done
+
+from lm.distill.paired import paired_difference, sentence, spread
 
 MODEL_ORDER = ("ngram", "teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
@@ -30,17 +35,22 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def models_table(report: dict[str, Any]) -> str:
+    """Means over seeds for the arms, with the seeds' standard deviation of test bits/char."""
     models = report["models"]
     names = [n for n in MODEL_ORDER if n in models] + sorted(set(models) - set(MODEL_ORDER))
     base = (models.get("baseline") or {}).get("test_bits_per_char")
-    lines = ["| model | params | dev bits/char | test bits/char | test / baseline | train s | tokens/s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    ngram = (models.get("ngram") or {}).get("test_bits_per_char")
+    lines = ["| model | params | dev bits/char | test bits/char | test sd (seeds) | test / n-gram | test / baseline "
+             "| train s | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in names:
         m = models[n]
-        ratio = m["test_bits_per_char"] / base if base and m.get("test_bits_per_char") else None
+        test = m.get("test_bits_per_char")
         label = f"{n} (order {m['order']})" if "order" in m else n
-        lines.append(f"| {label} | {_fmt(m['params'])} | {_fmt(m['dev_bits_per_char'])} | {_fmt(m['test_bits_per_char'])} | "
-                     f"{_fmt(ratio, 3)} | {_fmt(m['train_seconds'], 1)} | {_fmt(m['tokens_per_second'], 0)} |")
+        sd = f"{_fmt(m['test_sd'])} ({m['seeds']})" if m.get("test_sd") is not None else "-"
+        lines.append(f"| {label} | {_fmt(m['params'])} | {_fmt(m['dev_bits_per_char'])} | {_fmt(test)} | {sd} | "
+                     f"{_fmt(test / ngram if ngram and test else None, 3)} | "
+                     f"{_fmt(test / base if base and test else None, 3)} | {_fmt(m['train_seconds'], 1)} | "
+                     f"{_fmt(m['tokens_per_second'], 0)} |")
     return "\n".join(lines)
 
 
@@ -68,12 +78,19 @@ def markdown(report: dict[str, Any]) -> str:
     head = (f"# Distillation report: {report['corpus']} {report['version']} (preset {report['preset']})\n\n"
             f"Teacher: {report.get('teacher_source', 'trained here')}. Loss: alpha {s.get('alpha')} x CE + "
             f"(1 - alpha) x T^2 x KL ({s.get('kl')}), T = {s.get('temperature')}; keep quantile "
-            f"{s.get('keep_quantile')}; teacher logits: {report.get('teacher_logits', '-')}. "
-            f"Bits per character as `lm.evaluate` (sliding windows, stride context/2) on real dev and test text. "
-            f"Wall time {report.get('wall_seconds', 0):.0f} s.\n")
-    return "\n".join([head, "## Models\n", models_table(report), "", "## Augmenters (all rounds)\n",
-                      augmenters_table(report), "", "## Rounds\n", rounds_table(report), "",
-                      "![dev bits per character](dev_bpc.png)\n", "![kept fraction](kept_fraction.png)\n"])
+            f"{s.get('keep_quantile')} (cross-fitted judges); teacher logits: {report.get('teacher_logits', '-')}. "
+            f"Bits per character as `lm.evaluate` (sliding windows, stride context/2) on real dev and test text; "
+            f"an arm's figures are means over its paired seeds. Wall time {report.get('wall_seconds', 0):.0f} s.\n")
+    paired = [f"- {sentence(k, v)} (test)" for k, v in report.get("paired", {}).items()]
+    refused = [f"- {k} not trained: {v}" for k, v in report.get("refused", {}).items()]
+    samples = [f"{i + 1}. **{x['prompt']}**{x['continuation']}" for i, x in enumerate(report.get("samples", []))]
+    parts = [head, "## Models\n", models_table(report), "", *paired, *refused, ""]
+    if samples:
+        parts += [f"## Samples from {report.get('samples_model', 'the student')} (dev prompts, temperature "
+                  f"{report.get('samples_temperature')})\n", *samples, ""]
+    return "\n".join(parts + ["## Augmenters (all rounds)\n", augmenters_table(report), "", "## Rounds\n",
+                                rounds_table(report), "", "![dev bits per character](dev_bpc.png)\n",
+                                "![kept fraction](kept_fraction.png)\n"])
 
 
 def _curve(model_dir: Path) -> list[tuple[int, float]]:
@@ -130,6 +147,28 @@ def plot(run: Path, curves: dict[str, list[Path]], report: dict[str, Any]) -> No
     plt.close(fig)
 
 
+def arm_entry(dones: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm over its seeds: the means, their spread, and each seed's figures."""
+    dev, test = (spread([d[k] for d in dones]) for k in ("dev_bits_per_char", "test_bits_per_char"))
+    secs = [d["train_seconds"] for d in dones if d.get("train_seconds") is not None]
+    tps = [d["tokens_per_second"] for d in dones if d.get("tokens_per_second")]
+    return {"params": dones[0].get("params"), "dev_bits_per_char": dev["mean"], "test_bits_per_char": test["mean"],
+            "dev_sd": dev["sd"], "test_sd": test["sd"], "seeds": len(dones),
+            "train_seconds": round(sum(secs) / len(secs), 1) if secs else None,
+            "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
+            "per_seed": [{k: d.get(k) for k in ("seed", "dev_bits_per_char", "test_bits_per_char", "steps",
+                                                "best_step")} for d in dones]}
+
+
+def seed_dones(models_dir: Path, arm: str) -> list[dict[str, Any]]:
+    """The finished seeds of an arm (`ARM-s0`, `ARM-s1`, ... up to the first missing)."""
+    out, i = [], 0
+    while (done := read_done(models_dir / f"{arm}-s{i}")) is not None:
+        out.append(done)
+        i += 1
+    return out
+
+
 def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[str, Any],
              ngram: dict[str, Any] | None = None, **head: Any) -> tuple[dict[str, Any], dict[str, list[Path]]]:
     """The report of a finished run (`head`: corpus, version, preset, ... first) and the curves to
@@ -139,21 +178,31 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     if ngram:
         models["ngram"] = {k: ngram.get(k) for k in MODEL_FIELDS} | {"order": ngram["order"]}
     curves: dict[str, list[Path]] = {}
-
-    def add(name: str, folder: str, dirs: list[Path]) -> None:
-        done = read_done(models_dir / folder)
-        if done:
-            models[name] = {k: done.get(k) for k in MODEL_FIELDS}
-            curves[name] = dirs
-
-    add("teacher", "teacher", [models_dir / "judge", models_dir / "teacher"])
-    add("student", best_round["model"], [models_dir / best_round["model"]])
-    extra = [p.name for p in sorted(models_dir.glob("student_*")) if p.name.startswith(("student_renorm", "student_bucket"))]
-    for name in ("baseline", "student_no_kd", "student_no_aug", *extra):
-        add(name, name, [models_dir / name])
+    teacher = read_done(models_dir / "teacher")
+    if teacher:
+        models["teacher"] = {k: teacher.get(k) for k in MODEL_FIELDS}
+        curves["teacher"] = [models_dir / "teacher"]
+    for j in sorted(models_dir.glob("judge-*")):
+        curves[j.name] = [j]
+    arms = sorted({p.name.rsplit("-s", 1)[0] for p in models_dir.glob("*-s[0-9]*")},
+                  key=lambda a: (MODEL_ORDER.index(a) if a in MODEL_ORDER else len(MODEL_ORDER), a))
+    per_arm: dict[str, list[dict[str, Any]]] = {}
+    for arm in arms:
+        dones = seed_dones(models_dir, arm)
+        if dones:
+            per_arm[arm] = dones
+            models[arm] = arm_entry(dones)
+            curves[arm] = [models_dir / f"{arm}-s0"]
     for rec in rounds:
-        if rec["model"] != best_round["model"]:
+        if rec["model"].startswith("student-r"):
             curves[rec["model"]] = [models_dir / rec["model"]]
+    paired = {}
+    for other in (a for a in per_arm if a != "student"):
+        n = min(len(per_arm["student"]), len(per_arm[other])) if "student" in per_arm else 0
+        if n:
+            paired[f"student_vs_{other}"] = paired_difference(
+                [d["test_bits_per_char"] for d in per_arm["student"][:n]],
+                [d["test_bits_per_char"] for d in per_arm[other][:n]])
     augmenters: dict[str, dict] = {}
     for rec in rounds:
         for a, v in rec["augmenters"].items():
@@ -163,10 +212,11 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     for a in augmenters.values():
         a["kept_fraction"] = round(a["kept"] / a["variants"], 4) if a["variants"] else 0.0
     base = models.get("baseline", {}).get("test_bits_per_char")
-    ratio = round(models["student"]["test_bits_per_char"] / base, 4) if base else None
+    ratio = round(models["student"]["test_bits_per_char"] / base, 4) if base and "student" in models else None
     corpus, version, preset = head.pop("corpus"), head.pop("version"), head.pop("preset")
     report = {"corpus": corpus, "version": version, "preset": preset, "rounds": rounds, "models": models,
-              "augmenters": augmenters, "best_round": best_round["round"], "student_over_baseline": ratio, **head}
+              "paired": paired, "augmenters": augmenters, "best_round": best_round["round"],
+              "student_over_baseline": ratio, **head}
     return report, curves
 
 

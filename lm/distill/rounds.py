@@ -1,5 +1,13 @@
-"""The loop: augment, judge, distil, for as many rounds as dev bits per character improves, then
-the baselines.
+"""The loop: augment, judge, distil, for as many rounds as dev bits per character improves; then
+every arm with the same number of paired seeds.
+
+Arms (`ARMS`): `student` (KD + kept augmented text), `baseline` (real text, CE) and, with
+`--ablations`, `student_no_kd` (kept augmented, CE) and `student_no_aug` (real text, KD from the
+real-only teacher). Seed pair i (`NAME-s{i}`, seed = --seed + i) gives every arm the same
+initial parameters and the same order of real sequences (`lm.data.Batches`), so arm differences
+are paired. With one round, round 1's student is `student-s0`; with more, rounds train
+`student-rN` to choose the mixture, and every arm's seeds are trained fresh after it is fixed
+(the student is never the best of several draws against a baseline drawn once).
 
 How students get the teacher's soft targets is decided once, right after the teacher exists
 (`KDPlan`): "live" (the teacher's forward inside the student's jitted step), "cached" (top-k from
@@ -16,18 +24,26 @@ from typing import Any
 
 from lm.data import Batches, Pool, noised_pool, pool_tokens, text_pool
 from lm.files import read_json, write_json
+from lm.run import data_record
 from lm.loader import FlaxModel, load_model
 from lm.model import make_apply
 from lm.trainer import Teacher
 
-from lm.distill import teachers
 from lm.distill.config import DEFAULT_CACHE_K
 from lm.distill.gain import dev_gains, next_weights
-from lm.distill.judge import judge_round, real_scores
+from lm.distill.judge import Judge, judge_round, real_scores
 from lm.distill.teacher_cache import TeacherCache, pays
 from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, merge, read_variants_file,
                                  teacher_samples, write_variants)
+from lm.distill.teachers import augmentation_free
 from lm.distill.workspace import Workspace
+
+ARMS = ("student", "baseline")
+ABLATIONS = ("student_no_kd", "student_no_aug")
+
+
+def arm_model(arm: str, i: int) -> str:
+    return f"{arm}-s{i}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class RoundRecord:
 
     round: int
     seed: int                           # of this round's augmentation
-    model: str                          # the round's student: models/student-rN
+    model: str                          # the round's student: models/student-rN (one round: student-s0)
     new_variants: int
     kept_variants: int
     pool_variants: int                  # kept variants of every round so far
@@ -98,18 +114,20 @@ class Selection:
 
 
 class Rounds:
-    """The rounds of one run: the judge, the given teacher (None: trained after round 1's judging;
-    or --teacher-hf, whose model `hf` samples), the student's shape, the real and dev text."""
+    """The rounds of one run: the cross-fitted judges, the teacher (a Flax model, or None with
+    --teacher-hf, whose model `hf` samples), the student's shape, the real and dev text."""
 
-    def __init__(self, ws: Workspace, judge: Any, teacher: FlaxModel | None, hf: Any, aug_rows: list[dict],
-                 noise_kinds: dict[str, str | None], no_baselines: bool):
-        self.ws, self.judge, self.hf, self.aug_rows, self.noise_kinds = ws, judge, hf, aug_rows, noise_kinds
-        self.no_baselines = no_baselines
+    def __init__(self, ws: Workspace, judges: list[Judge], teacher: FlaxModel | None, hf: Any,
+                 aug_rows: list[dict], noise_kinds: dict[str, str | None]):
+        self.ws, self.judges, self.hf, self.aug_rows, self.noise_kinds = ws, judges, hf, aug_rows, noise_kinds
         self.student_cfg = ws.preset.student_model(ws.tok.vocab_size, teacher.context if teacher else None)
         ctx = self.student_cfg.context
         self.real, self.dev = ws.real(ctx), ws.dev(ctx)
-        self.real_bpc = real_scores(ws, judge)
+        self.real_bpc = real_scores(ws, judges)
         self.teacher = teacher
+
+    def round_model(self, r: int) -> str:
+        return arm_model("student", 0) if self.ws.settings.rounds == 1 else f"student-r{r}"
 
     def path(self, r: int, name: str) -> Path:
         return self.ws.run / "rounds" / f"r{r}" / name
@@ -126,7 +144,7 @@ class Rounds:
             new += teacher_samples(self.ws, self.hf, r, self.seed(r))
         have = {x["id"] for x in kept_so_far}
         new = [x for x in new if x["id"] not in have]
-        kept, verdict = judge_round(self.ws, r, new, self.judge, self.real_bpc)
+        kept, verdict = judge_round(self.ws, r, new, self.judges, self.real_bpc)
         if not self.path(r, "kept.parquet").is_file():
             write_variants(self.path(r, "kept.parquet"), kept)
             self.ws.log(f"round {r}: kept {len(kept):,} of {len(new):,} (threshold {verdict['threshold']:.3f} "
@@ -143,8 +161,8 @@ class Rounds:
         if r == 1:
             total = sum(len(p) for p in pools) or 1.0
             weights = {p.name: round(float(len(p)) / total, 4) for p in pools}
-        name = f"student-r{r}"
-        info = self.train_student(plan, name, pools, weights, kd=plan.token_level)
+        name = self.round_model(r)
+        info = self.train_student(plan, name, pools, weights, kd=plan.token_level, seed=ws.settings.seed, kept=kept)
         student = load_model(ws.models / name)
         gains = dev_gains(self.student_cfg, student.params, self.dev.packed, [self.real] + pools, ws.preset.batch,
                           ws.settings.seed + r) if self.dev is not None else {}
@@ -166,18 +184,17 @@ class Rounds:
         return rec
 
     # -- the loop
-    def run(self, compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan]:
-        """Every round (until dev stops improving), then the baselines; the rounds, the best, the plan."""
+    def run(self, ablations: bool, compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
+        """Every round (until dev stops improving), then every arm's seeds; the rounds, the best,
+        the plan and the arms refused (name -> why)."""
         ws, s = self.ws, self.ws.settings
         first = self.select(1, {}, [])
-        teacher = self.teacher
-        if teacher is None and not s.teacher_hf:
-            teacher = teachers.train_teacher(ws, self.judge, first.kept)
-        students = s.rounds + (0 if self.no_baselines else 1)
+        kd_arms = 1 + (1 if ablations else 0) + (1 if compare_tail else 0)
+        students = (s.rounds if s.rounds > 1 else 0) + s.seeds * kd_arms
         # the pools' size, estimated before judging: real text and every variant
         n_train = len(ws.snapshot.records("train"))
         estimate = pool_tokens([self.real]) * (1 + len(self.aug_rows) / max(1, n_train))
-        plan = plan_kd(ws, teacher, students, self.student_cfg.context, int(estimate))
+        plan = plan_kd(ws, self.teacher, students, self.student_cfg.context, int(estimate))
 
         rounds: list[RoundRecord] = []
         kept: list[dict] = []
@@ -197,29 +214,41 @@ class Rounds:
                 best = rec
             if len(rounds) > 1 and not rec.improved:
                 break
-        self.baselines(plan, best, compare_tail)
-        return rounds, best, plan
+        refused = self.arms(plan, best, ablations, compare_tail)
+        return rounds, best, plan, refused
 
-    def baselines(self, plan: KDPlan, best: RoundRecord, compare_tail: bool) -> None:
-        """`baseline` (real text, CE), `student_no_kd` (real + kept, CE), `student_no_aug` (real,
-        KD; with a Hugging Face teacher: its samples, CE), all like the best round's student."""
-        pools, weights = self.build_pools(self.kept_until(best.round)), best.weights
-        if not self.no_baselines:
-            self.train_student(plan, "baseline", [], {}, kd=False)
-            if plan.mode == "seq":
-                self.train_student(plan, "student_no_kd", [p for p in pools if p.name != TEACHER_SAMPLE], weights,
-                                   kd=False)
-                self.train_student(plan, "student_no_aug", [p for p in pools if p.name == TEACHER_SAMPLE],
-                                   {TEACHER_SAMPLE: 1.0}, kd=False)
+    def arms(self, plan: KDPlan, best: RoundRecord, ablations: bool, compare_tail: bool) -> dict[str, str]:
+        """Every arm, `--seeds` paired seeds each, on the best round's mixture; returns the arms
+        refused and why (`student_no_aug` when the teacher may have seen augmented text)."""
+        ws, s = self.ws, self.ws.settings
+        kept = self.kept_until(best.round)
+        pools, weights = self.build_pools(kept), best.weights
+        arms: dict[str, tuple[list[Pool], dict[str, float], bool, str | None]] = {
+            "student": (pools, weights, plan.token_level, None), "baseline": ([], {}, False, None)}
+        refused: dict[str, str] = {}
+        if ablations:
+            if plan.mode == "seq":  # a Hugging Face teacher teaches by its samples
+                arms["student_no_kd"] = ([p for p in pools if p.name != TEACHER_SAMPLE], weights, False, None)
+                arms["student_no_aug"] = ([p for p in pools if p.name == TEACHER_SAMPLE], {TEACHER_SAMPLE: 1.0},
+                                          False, None)
             else:
-                self.train_student(plan, "student_no_kd", pools, weights, kd=False)
-                self.train_student(plan, "student_no_aug", [], {}, kd=True)
+                arms["student_no_kd"] = (pools, weights, False, None)
+                why = augmentation_free(ws)
+                if why is None:
+                    arms["student_no_aug"] = ([], {}, True, None)
+                else:
+                    refused["student_no_aug"] = why
+                    ws.log(f"student_no_aug refused: {why}; it would not be augmentation-free")
         if compare_tail:
             if plan.top_k:
-                other = "renorm" if self.ws.settings.tail == "bucket" else "bucket"
-                self.train_student(plan, f"student_{other}", pools, weights, kd=True, tail=other)
+                other = "renorm" if s.tail == "bucket" else "bucket"
+                arms[f"student_{other}"] = (pools, weights, True, other)
             else:
-                self.ws.log("--compare-tail: the teacher's full distribution is used (no top-k): no tail to compare")
+                ws.log("--compare-tail: the teacher's full distribution is used (no top-k): no tail to compare")
+        for i in range(s.seeds):  # pair by pair: an interrupted run has whole pairs
+            for arm, (p, w, kd, tail) in arms.items():
+                self.train_student(plan, arm_model(arm, i), p, w, kd=kd, seed=s.seed + i, kept=kept, tail=tail)
+        return refused
 
     # -- students
     def kept_until(self, last: int) -> list[dict]:
@@ -246,22 +275,26 @@ class Rounds:
         return pools
 
     def train_student(self, plan: KDPlan, name: str, pools: list[Pool], weights: dict[str, float], kd: bool,
-                      tail: str | None = None) -> dict[str, Any]:
-        """A student (or baseline): the same shape, steps, schedule and seed for every one."""
+                      seed: int, kept: list[dict], tail: str | None = None) -> dict[str, Any]:
+        """A student (or baseline): the same shape, steps and schedule for every one; `seed` sets
+        its initial parameters and the order of its real sequences; `kept`: the variants behind
+        `pools` (recorded in its run.json)."""
         ws, s, pre = self.ws, self.ws.settings, self.ws.preset
         info = ws.done(name)
         if info:
             return info
         loss = s.loss(kd, tail, top_k=plan.top_k)
-        data = Batches(self.real, pre.batch, s.seed, pools, weights, s.aug_share if pools else 0.0)
+        data = Batches(self.real, pre.batch, seed, pools, weights, s.aug_share if pools else 0.0)
         names = [p.name for p in pools]
-        ws.log(f"{name}: {pre.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
+        ws.log(f"{name}: at most {pre.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
                f"real + {', '.join(names) or 'nothing else'}")
-        summary = ws.train(name, self.student_cfg, ws.schedule(name, pre.student_steps, pre.student_lr, pre.eval_points),
-                           data, self.dev, seed=s.seed, loss=loss, teacher=plan.teacher if kd else None,
+        aug = [r for r in kept if r["augmenter"] in names]
+        summary = ws.train(name, self.student_cfg, ws.schedule(name, pre.student_steps, pre.student_lr), data,
+                           self.dev, seed=seed, loss=loss, teacher=plan.teacher if kd else None,
+                           data_used=data_record(ws.snapshot, ["train"], None, aug),
                            describe={"pools": names, "weights": weights, "kd": kd})
         model = load_model(ws.models / name)
-        return ws.mark_done(name, {"params": self.student_cfg.n_params(), **ws.evaluate(model),
-                                   "train_seconds": summary["train_seconds"],
-                                   "tokens_per_second": summary["tokens_per_second"], "steps": summary["steps"],
+        return ws.mark_done(name, {"params": self.student_cfg.n_params(), **ws.evaluate(model), "seed": seed,
+                                   **{k: summary.get(k) for k in ("train_seconds", "tokens_per_second", "steps",
+                                                                   "best_step", "stopped_early")},
                                    "pools": names, "weights": weights, "kd": kd})

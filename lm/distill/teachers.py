@@ -1,60 +1,44 @@
-"""The judge and the teacher: trained here with the `teacher` model preset (first on real train
-text only, the judge; then continued on real plus kept augmented text, the teacher), or given:
-`--teacher RUN` (one of our run folders: it judges and teaches) or `--teacher-hf PATH` (a local
-Hugging Face causal LM: it judges and teaches by its samples). Each is evaluated once and marked
-finished in `RUN/models/{judge,teacher}/DONE.json`."""
+"""The teacher: trained here with the `teacher` model preset on real train text only (to
+convergence: dropout, early stopping on dev), or given: `--teacher RUN` (one of our run folders)
+or `--teacher-hf PATH` (a local Hugging Face causal LM: it teaches by its samples). It never
+judges (the cross-fitted judges do, `judge`). Each is evaluated once and marked finished in
+`RUN/models/teacher/DONE.json`, with what it trained on (`data`, from its run.json)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lm.data import Batches, text_pool
+from lm.data import Batches
 from lm.errors import UsageError
 from lm.loader import FlaxModel, load_model
-from lm.run import read_done, read_metrics, read_run
+from lm.run import data_record, read_done, read_metrics, read_run
 
 from lm.distill.workspace import Workspace
 
 
-def train_judge(ws: Workspace) -> FlaxModel:
-    """The teacher preset trained on real train text only: it never trains on what it judges."""
-    name, pre, seed = "judge", ws.preset, ws.settings.seed
+def train_teacher(ws: Workspace) -> FlaxModel:
+    """The teacher preset on real train text only: `student_no_aug` learns from it without
+    seeing a single augmented sentence, even through its soft targets."""
+    name, pre, seed = "teacher", ws.preset, ws.settings.seed + 1000
     if not ws.done(name):
         cfg = pre.teacher_model(ws.tok.vocab_size)
-        schedule = ws.schedule(name, pre.judge_steps, pre.teacher_lr, pre.eval_points)
-        data = Batches(ws.real(cfg.context), pre.batch, seed)
-        ws.log(f"judge: teacher preset ({cfg.n_params():,} params) on real train text, {pre.judge_steps} steps")
-        ws.mark_done(name, ws.train(name, cfg, schedule, data, ws.dev(cfg.context), seed=seed,
-                                    describe={"data": "real"}))
+        ws.log(f"teacher: {cfg.n_params():,} params on real train text, at most {pre.teacher_steps} steps")
+        summary = ws.train(name, cfg, ws.schedule(name, pre.teacher_steps, pre.teacher_lr),
+                           Batches(ws.real(cfg.context), pre.batch, seed), ws.dev(cfg.context), seed=seed,
+                           data_used=data_record(ws.snapshot, ["train"]), describe={"data": "real"})
+        model = load_model(ws.models / name)
+        ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), **_timing(summary),
+                            "data": data_record(ws.snapshot, ["train"])})
     return load_model(ws.models / name)
 
 
-def train_teacher(ws: Workspace, judge: FlaxModel, kept: list[dict]) -> FlaxModel:
-    """The judge continued on real text plus the kept variants of round 1."""
-    name, pre, seed = "teacher", ws.preset, ws.settings.seed + 1
-    if ws.done(name):
-        return load_model(ws.models / name)
-    cfg, sep = judge.cfg, ws.snapshot.separator
-    pools = [text_pool(n, ws.tok, [r["text"] for r in kept if r["augmenter"] == n], cfg.context, sep)
-             for n in sorted({r["augmenter"] for r in kept})]
-    data = Batches(ws.real(cfg.context), pre.batch, seed, pools, {p.name: len(p) for p in pools},
-                   ws.settings.aug_share)
-    schedule = ws.schedule(name, pre.teacher_steps, pre.teacher_lr, max(2, pre.eval_points // 2))
-    ws.log(f"teacher: the judge continued on real + {len(kept):,} kept variants, {pre.teacher_steps} steps")
-    summary = ws.train(name, cfg, schedule, data, ws.dev(cfg.context), seed=seed, start_params=judge.params,
-                       describe={"data": "real+kept", "from": "judge"})
-    model = load_model(ws.models / name)
-    j = ws.done("judge")
-    seconds = j["train_seconds"] + summary["train_seconds"]
-    tokens = j["tokens"] + summary["tokens"]
-    ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), "train_seconds": round(seconds, 3),
-                        "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
-                        "steps": {"judge": j["steps"], "continued": summary["steps"]}})
-    return model
+def _timing(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary.get(k) for k in ("train_seconds", "tokens_per_second", "steps", "best_step", "stopped_early")}
 
 
 def external_teacher(ws: Workspace) -> Any:
-    """--teacher RUN or --teacher-hf PATH: loaded, evaluated once (DONE.json), returned."""
+    """--teacher RUN or --teacher-hf PATH: loaded, evaluated once (DONE.json), returned. The
+    DONE.json keeps the run's `data` record (None: unknown, as for any Hugging Face model)."""
     s = ws.settings
     if s.teacher_hf:
         from lm.hf_model import HFModel
@@ -63,14 +47,24 @@ def external_teacher(ws: Workspace) -> Any:
         model = load_model(s.teacher)
         if not isinstance(model, FlaxModel):
             raise UsageError(f"--teacher {s.teacher}: not a Flax run folder")
-        if (read_run(Path(s.teacher)) or {}).get("train", {}).get("augmented"):
-            ws.log("warning: the --teacher run trained on augmented text: it judges text it may have seen")
     if not ws.done("teacher"):
         seconds, tps = (None, None) if s.teacher_hf else run_speed(Path(s.teacher))
         n = model.n_params if s.teacher_hf else model.cfg.n_params()
+        data = None if s.teacher_hf else (read_run(Path(s.teacher)) or {}).get("data")
         ws.mark_done("teacher", {"params": n, **ws.evaluate(model), "train_seconds": seconds,
-                                 "tokens_per_second": tps, "source": s.teacher_hf or s.teacher})
+                                 "tokens_per_second": tps, "source": s.teacher_hf or s.teacher, "data": data})
     return model
+
+
+def augmentation_free(ws: Workspace) -> str | None:
+    """None when the teacher provably trained on no augmented text; else why not."""
+    done = ws.done("teacher") or {}
+    data = done.get("data")
+    if data is None:
+        return "the teacher's training data is not recorded (a Hugging Face model, or a run made before provenance)"
+    if data.get("augmented"):
+        return f"the teacher trained on {data['augmented']['variants']:,} augmented variants"
+    return None
 
 
 def run_speed(run: Path) -> tuple[float | None, float | None]:

@@ -91,24 +91,27 @@ class Workspace:
         return Dev(packed, len(text))
 
     # ---- training --------------------------------------------------------------------------
-    def schedule(self, name: str, steps: int, lr: float, eval_points: int) -> tuple[OptimConfig, LoopConfig]:
-        """Every model of the loop: warm-up over a tenth of its steps, cosine to the end, a dev
-        evaluation and a checkpoint `eval_points` times."""
-        every = max(1, steps // max(1, eval_points))
+    def schedule(self, name: str, steps: int, lr: float) -> tuple[OptimConfig, LoopConfig]:
+        """Every model of the loop: warm-up over a tenth of its steps, cosine to `steps`, a dev
+        evaluation and checkpoint every `eval_every` steps, stopping after `patience` evaluations
+        without a new best (the best checkpoint is the model)."""
+        every = min(self.preset.eval_every, steps)
         return (OptimConfig(lr=lr, warmup=max(1, steps // 10), decay_steps=steps),
                 LoopConfig(steps=steps, batch=self.preset.batch, eval_every=every, save_every=every, log_every=20,
-                           desc=name, quiet=self.quiet))
+                           desc=name, quiet=self.quiet, patience=self.preset.patience))
 
     def train(self, name: str, cfg: ModelConfig, schedule: tuple[OptimConfig, LoopConfig], data: Batches,
-              dev: Dev | None, *, seed: int, loss: LossConfig = LossConfig(), teacher: Teacher | None = None,
-              start_params: Any = None, describe: dict[str, Any] | None = None) -> dict[str, Any]:
+              dev: Dev | None, *, seed: int, data_used: dict[str, Any], loss: LossConfig = LossConfig(),
+              teacher: Teacher | None = None, describe: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train (or finish training) RUN/models/NAME. It gets `tokenizer.model` and a `run.json` like
-        `lm.train`'s, whose `distill` key describes the phase (name, teacher mode, loss, `describe`)."""
+        `lm.train`'s, with `data` (`lm.run.data_record`: what it trained on) and `distill` (name,
+        teacher mode, loss, `describe`)."""
         optim, loop = schedule
         out = self.models / name
         out.mkdir(parents=True, exist_ok=True)
         mode = soft_target_mode(teacher, loss)
         self.tok.save(out / MODEL_FILE)
-        write_run(out, cfg, {"batch": loop.batch, "seed": seed, "optim": asdict(optim)}, self.tok.describe(),
-                  self.snapshot, loop.steps, distill={"name": name, "teacher": mode, **asdict(loss), **(describe or {})})
-        return train(out, cfg, optim, loop, data, dev, seed=seed, loss=loss, teacher=teacher, start_params=start_params)
+        write_run(out, cfg, {"batch": loop.batch, "seed": seed, "optim": asdict(optim), "patience": loop.patience},
+                  self.tok.describe(), self.snapshot, loop.steps, data=data_used,
+                  distill={"name": name, "teacher": mode, **asdict(loss), **(describe or {})})
+        return train(out, cfg, optim, loop, data, dev, seed=seed, loss=loss, teacher=teacher)

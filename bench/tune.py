@@ -1,0 +1,94 @@
+"""Benchmark: the small search that sets the demo's student learning rate and dropout, on dev.
+
+`.venv/bin/python bench/tune.py` (from the project root, after bench/distill.py). Writes
+bench/results/tune.json and the "Choosing the student's learning rate and dropout" section of
+bench/README.md.
+
+Every point of `GRID` runs `python -m lm.distill --preset demo --seeds 1` on gl-ctg with the
+teacher of bench/distill.py's gl-ctg run (`--teacher`, so it is not trained again) and the
+point's `--student-lr` and `--student-dropout`: the two judges, one student and one baseline
+(seed 0), each with the demo's steps and early stopping. The same search serves both arms: each
+picks the point with its lowest dev bits per character (never test; test is shown, not used).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (load_1m, machine, md_row, parser, readme_only, render, timed_command,  # noqa: E402
+                          publish)
+
+WORK = ROOT / "bench" / "work" / "tune"
+RESULTS = ROOT / "bench" / "results" / "tune.json"
+SECTION = "## Choosing the student's learning rate and dropout (bench/tune.py)"
+DISTILL = ROOT / "bench" / "work" / "distill"
+PY = sys.executable
+GRID = ((2e-3, 0.0), (3e-3, 0.0), (5e-3, 0.0), (3e-3, 0.1))
+ARMS = ("student", "baseline")
+
+
+def point(lr: float, dropout: float, corpus: Path, teacher: Path) -> dict[str, Any]:
+    out = WORK / f"lr{lr:g}-dropout{dropout:g}"
+    cmd = [PY, "-m", "lm.distill", "--corpus", str(corpus), "--out", str(out), "--preset", "demo", "--seeds", "1",
+           "--teacher", str(teacher), "--student-lr", str(lr), "--student-dropout", str(dropout), "--quiet"]
+    seconds, _ = timed_command(cmd, WORK / f"{out.name}.log")
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    arms = {a: {k: report["models"][a][k] for k in ("dev_bits_per_char", "test_bits_per_char")}
+            | {"best_step": report["models"][a]["per_seed"][0]["best_step"]} for a in ARMS}
+    return {"lr": lr, "dropout": dropout, "wall_s": round(seconds, 1), "arms": arms}
+
+
+def choose(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per arm, the point with the lowest dev bits per character."""
+    out = {}
+    for a in ARMS:
+        best = min(points, key=lambda p: p["arms"][a]["dev_bits_per_char"])
+        out[a] = {"lr": best["lr"], "dropout": best["dropout"], "dev_bits_per_char": best["arms"][a]["dev_bits_per_char"]}
+    return out
+
+
+def readme_section(res: dict[str, Any]) -> str:
+    rows = []
+    for p in res["points"]:
+        cells = [f"{p['lr']:g}", f"{p['dropout']:g}"]
+        for a in ARMS:
+            x = p["arms"][a]
+            mark = " (chosen)" if (res["chosen"][a]["lr"], res["chosen"][a]["dropout"]) == (p["lr"], p["dropout"]) else ""
+            cells += [f"{x['dev_bits_per_char']:.4f}{mark}", f"{x['test_bits_per_char']:.4f}", x["best_step"]]
+        rows.append(md_row(*cells))
+    c = res["chosen"]
+    same = (c["student"]["lr"], c["student"]["dropout"]) == (c["baseline"]["lr"], c["baseline"]["dropout"])
+    verdict = (f"Both arms choose lr {c['student']['lr']:g}, dropout {c['student']['dropout']:g}: the demo preset's "
+               "setting for student and baseline alike." if same else
+               f"The arms disagree: student lr {c['student']['lr']:g}, dropout {c['student']['dropout']:g}; baseline "
+               f"lr {c['baseline']['lr']:g}, dropout {c['baseline']['dropout']:g}.")
+    return render("tune", title=SECTION, m=res["machine"], rows="\n".join(rows), verdict=verdict,
+                  load=res["load_avg_1m"], teacher=res["teacher"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser("the demo's student learning rate and dropout, chosen on dev").parse_args(argv)
+    if readme_only(args.readme, SECTION, RESULTS, readme_section):
+        return 0
+    corpus = DISTILL / "corpora" / "gl-ctg"
+    teacher = DISTILL / "runs" / "gl-ctg" / "models" / "teacher"
+    if not (teacher / "DONE.json").is_file():
+        print(f"bench/tune.py: no teacher at {teacher}: run bench/distill.py first", file=sys.stderr)
+        return 2
+    WORK.mkdir(parents=True, exist_ok=True)
+    load = load_1m()
+    points = [point(lr, d, corpus, teacher) for lr, d in GRID]
+    res = {"machine": machine(), "load_avg_1m": [load, load_1m()], "teacher": str(teacher.relative_to(ROOT)),
+           "grid": [list(g) for g in GRID], "points": points, "chosen": choose(points)}
+    publish(RESULTS, SECTION, res, readme_section)
+    print(json.dumps(res["chosen"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
