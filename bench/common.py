@@ -47,6 +47,15 @@ def quiet_note(before: float | None) -> str:
             "benchmark's processes winding down), so wall times and rates are noisy")
 
 
+def wait_for_quiet(max_seconds: float = 240.0) -> float:
+    """Wait (up to `max_seconds`) until the 1-minute load is below the quiet mark, so that the
+    previous step's processes do not skew the next timing; returns the load reached."""
+    t0 = time.perf_counter()
+    while (load := load_1m()) >= QUIET_LOAD and time.perf_counter() - t0 < max_seconds:
+        time.sleep(5)
+    return load
+
+
 # ---- running and timing -----------------------------------------------------------------------
 @contextmanager
 def stderr_to(path: Path) -> Iterator[None]:

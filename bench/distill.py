@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (quiet_note, fmt, load_1m, machine, md_row, parser, read_results, readme_only, render,  # noqa: E402
-                          timed_command, publish)
+                          timed_command, publish, wait_for_quiet)
 from lm.distill.paired import sentence  # noqa: E402
+from lm.distill.report import sample_line  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "distill"
 RESULTS = ROOT / "bench" / "results" / "distill.json"
@@ -65,7 +66,7 @@ def distil(name: str) -> dict[str, Any]:
     cache = WORK / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # time the demo as a first run: compilation included
     env = {**os.environ, "SCARCE_LM_CACHE": str(cache)}
-    load = load_1m()
+    load = wait_for_quiet()
     corpus, prepare_s = snapshot(name)
     cmd = [PY, "-m", "lm.distill", "--corpus", str(corpus), "--out", str(out), "--preset", "demo", "--quiet"]
     # the demo as `make demo` runs it (timed: build, augmentation, distillation); on gl-ctg the same
@@ -112,6 +113,19 @@ def num(v: Any, digits: int = 4) -> str:
     return fmt(v, digits, none="-", group="")
 
 
+def verdict(name: str, p: dict[str, Any]) -> str:
+    """What the interval says, in words."""
+    a, b = name.split("_vs_")
+    if not p["ci95"]:
+        return "one seed: not decided"
+    lo, hi = p["ci95"]
+    if hi < 0:
+        return f"`{a}` is better, beyond the seed spread"
+    if lo > 0:
+        return f"`{b}` is better, beyond the seed spread"
+    return "the interval includes 0: not decided at this budget"
+
+
 def corpus_tables(name: str, r: dict[str, Any]) -> str:
     rep = r["report"]
     models = rep["models"]
@@ -125,13 +139,17 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
                            num(x.get("test_nats_per_char")), f"{x['test_bits_per_char'] / ngram:.3f}",
                            f"{x['test_bits_per_char'] / base:.3f}", num(x["train_seconds"], 1),
                            num(x["tokens_per_second"], 0)))
-    paired = [f"- {sentence(k, v)} (test)" for k, v in rep["paired"].items()]
+    paired = [f"- {sentence(k, v)} (test): {verdict(k, v)}" for k, v in rep["paired"].items()]
     augs = [md_row(a, f"{v['variants']:,}", f"{v['kept']:,}", f"{v['kept_fraction']:.3f}")
             for a, v in sorted(rep["augmenters"].items())]
     cache = rep.get("teacher_cache") or {}
     cache_note = f", {cache.get('rows_filled', 0):,} sequences cached, {cache.get('bytes', 0) / 1e6:.0f} MB" if cache else ""
-    steps = {a: [x["best_step"] for x in models[a]["per_seed"]] for a in ("student", "baseline") if a in models}
-    samples = [f"  {i + 1}. **{x['prompt']}**{x['continuation']}" for i, x in enumerate(rep.get("samples", [])[:3])]
+    steps = "; ".join(f"{a} {', '.join(str(x['best_step']) for x in models[a]['per_seed'])} (ran "
+                      f"{', '.join(str(x['steps']) for x in models[a]['per_seed'])})" for a in ("student", "baseline"))
+    last = all(x["best_step"] == x["steps"] for a in ("student", "baseline") for x in models[a]["per_seed"])
+    steps += (": every best checkpoint is the last one, so no model stopped early; these are figures at the "
+              "demo's step budget, still improving, not converged ones" if last else "")
+    samples = [sample_line(i + 1, x) for i, x in enumerate(rep.get("samples", [])[:3])]
     return render("distill_corpus", name=name, r=r, rep=rep, st=rep["student_model"], cache_note=cache_note,
                   quiet=quiet_note(r["load_avg_1m"][0]), models="\n".join(rows), paired="\n".join(paired),
                   augmenters="\n".join(augs), steps=steps, samples="\n".join(samples))

@@ -134,7 +134,7 @@ def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     md = (out / "report.md").read_text()
     assert f"student - baseline: {pair['mean']:+.3f} bits/char, 95% CI [{pair['ci95'][0]:.3f}" in md
     assert "## Samples from student-s0" in md and len(report["samples"]) >= 2
-    assert all(x["prompt"] in md for x in report["samples"])
+    assert all(f"**{x['prompt'].strip()}**" in md for x in report["samples"])
     ngram = report["models"]["ngram"]  # the character n-gram anchor, trained on the same train text
     assert 1 <= ngram["order"] <= 8 and 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20
     assert f"ngram (order {ngram['order']})" in md

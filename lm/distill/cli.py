@@ -116,7 +116,7 @@ def samples(ws: Workspace, name: str, n: int = 4, words: int = 4, tokens: int = 
     for k, i in enumerate(np.random.default_rng([ws.settings.seed, 23]).permutation(len(recs))[:n]):
         prompt = " ".join(recs[i]["text"].split(" ")[:words]) + " "
         text = generate(model, prompt, max_tokens=tokens, temperature=SAMPLE_TEMPERATURE, seed=ws.settings.seed + k)
-        out.append({"prompt": prompt, "continuation": text.replace("\n", " / ")})
+        out.append({"prompt": prompt, "continuation": text})
     return out
 
 

@@ -70,9 +70,10 @@ PRESETS: dict[str, Preset] = {
                    sample_tokens=12),
     # gl-ctg on two CPU cores in at most 15 minutes, everything included (bench/README.md). The
     # compute goes where it pays: the 3.3x teacher trains on real text for 400 steps (below the
-    # n-gram; students learn from it fast), two small judges, then a 0.77M student (nanoGPT's CPU shape with SwiGLU) and its baseline with three paired
-    # seeds each. The student learning rate and dropout were chosen on dev for student and
-    # baseline alike (bench/results/tune.json): at a few hundred steps dropout only slows them.
+    # n-gram; students learn from it fast), two small judges, then a 0.77M student (nanoGPT's
+    # CPU shape with SwiGLU) and its baseline with three paired seeds each. The student learning
+    # rate and dropout were chosen on dev for student and baseline alike (bench/tune.py): at a few
+    # hundred steps dropout only slows them down.
     "demo": Preset(student=_STUDENT,
                    teacher=("teacher", {"dim": 224, "n_layers": 4, "n_heads": 7, "hidden_dim": 608, "context": 128}),
                    judge=("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128}),
@@ -144,8 +145,8 @@ class Settings:
 
 CHANGEABLE = {"seeds"}  # may grow on a re-run: more pairs (rounds may not: round 1's student is a draw)
 GIVEN = ("seed", "alpha", "temperature", "kl", "top_k", "tail", "cache", "keep_quantile", "rounds", "seeds",
-         "aug_share", "noised_input", "teacher", "teacher_hf", "student_steps", "judge_steps", "teacher_steps", "student_lr",
-         "student_dropout")
+         "aug_share", "noised_input", "teacher", "teacher_hf", "student_steps", "judge_steps", "teacher_steps",
+         "student_lr", "student_dropout")
 
 
 def resolve_settings(preset: str, given: dict[str, Any], snapshot: Snapshot, run: Path) -> Settings:

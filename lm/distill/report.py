@@ -73,6 +73,12 @@ def rounds_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sample_line(n: int, sample: dict[str, str]) -> str:
+    """A numbered Markdown line: the prompt in bold, then the continuation; line breaks as " / "."""
+    prompt, cont = (sample[k].replace("\n", " / ") for k in ("prompt", "continuation"))
+    return f"{n}. **{prompt.strip()}** {cont.strip()}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     s = report.get("settings", {})
     head = (f"# Distillation report: {report['corpus']} {report['version']} (preset {report['preset']})\n\n"
@@ -83,7 +89,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"an arm's figures are means over its paired seeds. Wall time {report.get('wall_seconds', 0):.0f} s.\n")
     paired = [f"- {sentence(k, v)} (test)" for k, v in report.get("paired", {}).items()]
     refused = [f"- {k} not trained: {v}" for k, v in report.get("refused", {}).items()]
-    samples = [f"{i + 1}. **{x['prompt']}**{x['continuation']}" for i, x in enumerate(report.get("samples", []))]
+    samples = [sample_line(i + 1, x) for i, x in enumerate(report.get("samples", []))]
     parts = [head, "## Models\n", models_table(report), "", *paired, *refused, ""]
     if samples:
         parts += [f"## Samples from {report.get('samples_model', 'the student')} (dev prompts, temperature "

@@ -1,7 +1,7 @@
 """The loop: augment, judge, distil, for as many rounds as dev bits per character improves; then
 every arm with the same number of paired seeds.
 
-Arms (`ARMS`): `student` (KD + kept augmented text), `baseline` (real text, CE) and, with
+Arms: `student` (KD + kept augmented text), `baseline` (real text, CE) and, with
 `--ablations`, `student_no_kd` (kept augmented, CE) and `student_no_aug` (real text, KD from the
 real-only teacher). Seed pair i (`NAME-s{i}`, seed = --seed + i) gives every arm the same
 initial parameters and the same order of real sequences (`lm.data.Batches`), so arm differences
@@ -37,9 +37,6 @@ from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, me
                                  teacher_samples, write_variants)
 from lm.distill.teachers import augmentation_free
 from lm.distill.workspace import Workspace
-
-ARMS = ("student", "baseline")
-ABLATIONS = ("student_no_kd", "student_no_aug")
 
 
 def arm_model(arm: str, i: int) -> str:
@@ -184,7 +181,8 @@ class Rounds:
         return rec
 
     # -- the loop
-    def run(self, ablations: bool, compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
+    def run(self, ablations: bool,
+            compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
         """Every round (until dev stops improving), then every arm's seeds; the rounds, the best,
         the plan and the arms refused (name -> why)."""
         ws, s = self.ws, self.ws.settings
