@@ -55,12 +55,17 @@ def quantile_filter(real_bpc: np.ndarray, variant_bpc: np.ndarray, augmenters: S
                     q: float) -> Verdict:
     """Keep a variant when it scores no worse than the `q` quantile of the real sentences' bits
     per character; the threshold is the same for every augmenter, counts are per augmenter."""
+    threshold = quantile_threshold(real_bpc, q)
+    keep = np.isfinite(variant_bpc) & (variant_bpc <= threshold)
+    return Verdict(threshold, keep, count_kept(keep, augmenters))
+
+
+def quantile_threshold(real_bpc: np.ndarray, q: float) -> float:
+    """The `q` quantile of the real sentences' finite bits per character (inf without any)."""
     if not 0.0 < q <= 1.0:
         raise ValueError(f"--keep-quantile must be in (0, 1], not {q}")
     real = real_bpc[np.isfinite(real_bpc)]
-    threshold = float(np.quantile(real, q)) if len(real) else math.inf
-    keep = np.isfinite(variant_bpc) & (variant_bpc <= threshold)
-    return Verdict(threshold, keep, count_kept(keep, augmenters))
+    return float(np.quantile(real, q)) if len(real) else math.inf
 
 
 def count_kept(keep: np.ndarray, augmenters: Sequence[str]) -> dict[str, dict]:
@@ -160,7 +165,7 @@ def judge_round(ws: Workspace, r: int, rows: list[dict], judges: list[Judge],
             bpc[idx] = score(ws, j, [x["text"] for x in sel], [x["parent_id"] for x in sel], [x["id"] for x in sel])
         ws.log(f"round {r}: judged {len(rows):,} variants in {time.perf_counter() - t:.1f}s")
     q = ws.settings.keep_quantile
-    thresholds = [quantile_filter(real[k], np.empty(0), [], q).threshold for k in range(len(judges))]
+    thresholds = [quantile_threshold(real[k], q) for k in range(len(judges))]
     keep = np.isfinite(bpc) & (bpc <= np.asarray(thresholds)[which])
     augmenters = [x["augmenter"] for x in rows]
     if not judged:
