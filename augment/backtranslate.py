@@ -4,8 +4,8 @@ Backends:
 - `apertium` (default where the pair is installed): the `apertium` command, no shell, `-u` so
   unknown words are not marked, one process pair per batch (the forward and backward
   translators run concurrently, joined by a pipe), output checked to be line-aligned with the
-  input; leftover `*`, `#`, `@` markers are stripped (or the variant dropped with
-  `markers = "reject"`).
+  input; `*`, `#`, `@` markers the source line lacks are stripped wherever they stand (or the
+  variant dropped with `markers = "reject"`; `augment.filters` drops any that remain).
 - `transformers`: any seq2seq translation model (Marian, NLLB, M2M-100) from a local folder or a
   hub id, two models (forward, backward) or one multilingual model with language codes; beam
   search or sampling (top-k / top-p); safetensors only, never remote code. Sampling draws each
@@ -14,13 +14,13 @@ Backends:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
 from augment.base import Augmenter, AugmenterError, rngs
+from augment.filters import new_markers, strip_new_markers
 from augment.util import first_line
 
 # ISO 639-1 and -3 spellings that Apertium's mode names use.
@@ -28,8 +28,6 @@ CODES = {"en": ("eng", "en"), "es": ("spa", "es"), "gl": ("glg", "gl"), "pt": ("
          "fr": ("fra", "fr"), "it": ("ita", "it"), "eu": ("eus", "eu"), "oc": ("oci", "oc"), "ro": ("ron", "ro"),
          "an": ("arg", "an"), "ast": ("ast",), "nn": ("nno", "nn"), "nb": ("nob", "nb"), "da": ("dan", "da"),
          "sv": ("swe", "sv"), "is": ("isl", "is"), "fo": ("fao", "fo")}
-_MARKERS = re.compile(r"[*#@](?=\w)")
-_LEFTOVER = re.compile(r"(?:^|\s)[*#@]\w")
 
 
 class AlignmentError(AugmenterError):
@@ -210,13 +208,12 @@ class BackTranslateAugmenter(Augmenter):
     def variant_params(self, k: int) -> dict[str, Any]:
         return {**self.params, "pivot": self.pivots[k % len(self.pivots)]}
 
-    def clean(self, text: str) -> str:
-        """Markers stripped, or "" (dropped by the filters as empty) when asked to reject them."""
-        if _LEFTOVER.search(text):
-            if self.markers == "reject":
-                return ""
-            text = _MARKERS.sub("", text)
-        return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    def clean(self, parent: str, text: str) -> str:
+        """Markers its parent lacks stripped, or "" (dropped by the filters as empty) when asked
+        to reject them."""
+        if self.markers == "reject" and new_markers(parent, text):
+            return ""
+        return "\n".join(" ".join(line.split()) for line in strip_new_markers(parent, text).split("\n"))
 
     def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
         self.setup()
@@ -230,5 +227,5 @@ class BackTranslateAugmenter(Augmenter):
                 else:
                     out = engine.translate(texts)
                 for i, t in enumerate(out):
-                    results[i].append(self.clean(t))
+                    results[i].append(self.clean(texts[i], t))
         return results

@@ -6,12 +6,25 @@ the parent does not use, leftover MT markers, too many edits.
 """
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-_MARKER = re.compile(r"(?:^|\s)[*#@~]\w")
+MARKERS = "*#@"  # Apertium's unknown-word, generation-error and untranslated-lemma marks
+
+
+def new_markers(parent: str, variant: str) -> str:
+    """The marker characters `variant` holds more often than `parent` (anywhere: "quedar#" too)."""
+    return "".join(c for c in MARKERS if variant.count(c) > parent.count(c))
+
+
+def strip_new_markers(parent: str, variant: str) -> str:
+    """`variant` without the marker characters its parent lacks, spaces tidied line by line."""
+    extra = new_markers(parent, variant)
+    if not extra:
+        return variant
+    variant = variant.translate({ord(c): None for c in extra})
+    return "\n".join(" ".join(line.split()) for line in variant.split("\n"))
 
 
 @lru_cache(maxsize=4096)
@@ -66,7 +79,7 @@ class VariantFilter:
             return "length_ratio"
         if self.check_scripts and not scripts(variant) <= scripts(parent):
             return "foreign_script"
-        if self.check_markers and _MARKER.search(variant) and not _MARKER.search(parent):
+        if self.check_markers and new_markers(parent, variant):
             return "mt_marker"
         if self.max_edit_ratio < 1.0 and word_edit_ratio(parent, variant) > self.max_edit_ratio:
             return "too_many_edits"

@@ -2,7 +2,10 @@
 per language, diacritic stripping (common in real low-resource text) and span drops.
 
 `ops` run in the order given, each at its own rate (`rates`, falling back to `rate`):
-swap and insert make round(rate * words) edits (at least one); delete drops each word with
+swap and insert make round(rate * words) edits (at least one); a swap exchanges a word with one
+at most `swap_window` places away (1, the default: neighbours, the local reorderings real text
+has; 0: anywhere in the line, EDA's random swap, which as a language-model target teaches word
+salad); delete drops each word with
 probability rate (never all); typo changes round(rate * words) letters to a neighbouring key;
 strip_diacritics strips each word's accents with probability rate; span_drop removes one run of
 round(rate * words) words.
@@ -54,7 +57,7 @@ class NoiseAugmenter(Augmenter):
 
     def __init__(self, language: str = "en", ops: Sequence[str] = ("swap", "delete", "typo"), rate: float = 0.1,
                  rates: dict[str, float] | None = None, variants: int = 1, layout: str | None = None,
-                 backend: str | None = None, thesaurus: Thesaurus | None = None):
+                 backend: str | None = None, thesaurus: Thesaurus | None = None, swap_window: int = 1):
         unknown = [op for op in ops if op not in OPS]
         if unknown:
             raise ValueError(f"unknown noise op {unknown[0]!r} (choose from {', '.join(OPS)})")
@@ -63,8 +66,12 @@ class NoiseAugmenter(Augmenter):
             raise ValueError(f"unknown keyboard layout {layout!r} (choose from {', '.join(LAYOUTS)})")
         if "insert" in ops and backend is None and thesaurus is None:
             raise ValueError("noise op 'insert' needs a thesaurus: set backend = \"wordnet\" or \"mythes\"")
+        if not isinstance(swap_window, int) or swap_window < 0:
+            raise ValueError(f"swap_window must be a whole number >= 0 (got {swap_window!r})")
         self.rates = {op: float((rates or {}).get(op, rate)) for op in ops}
-        super().__init__(variants=variants, ops=list(ops), rates=self.rates, layout=layout, backend=backend)
+        super().__init__(variants=variants, ops=list(ops), rates=self.rates, layout=layout, backend=backend,
+                         swap_window=swap_window)
+        self.swap_window = swap_window
         self.language, self.ops, self.backend, self.thesaurus = language, list(ops), backend, thesaurus
         self.keys = neighbours(LAYOUTS[layout])
 
@@ -77,7 +84,11 @@ class NoiseAugmenter(Augmenter):
         edits = max(1, round(rate * n))
         if op == "swap" and n >= 2:
             for _ in range(edits):
-                i, j = rng.sample(range(n), 2)
+                if self.swap_window:
+                    i = rng.randrange(n - 1)
+                    j = min(n - 1, i + rng.randint(1, self.swap_window))
+                else:
+                    i, j = rng.sample(range(n), 2)
                 words[i], words[j] = words[j], words[i]
         elif op == "delete" and n >= 2:
             kept = [w for w in words if rng.random() >= rate]

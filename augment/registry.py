@@ -10,6 +10,11 @@ max_edit_ratio = 0.9
 augmenter = "backtranslate"    # backtranslate | synonyms | noise
 backend = "apertium"
 pivot = ["es", "pt"]
+[augment.teacher_sample]       # read by the distillation loop, not by pipelines.augment:
+samples = 400                  # real train prefixes its real-text teacher continues (0: none)
+max_tokens = 48
+temperature = 0.8
+top_p = 0.95
 ```
 Every other key of a step is a parameter of its augmenter. A bad key or value is a ValueError
 whose message starts with the key path (`augment.steps[1].rate: ...`).
@@ -31,7 +36,28 @@ AUGMENTERS: dict[str, type[Augmenter]] = {
     "synonyms": SynonymAugmenter,
     "noise": NoiseAugmenter,
 }
-TABLE_KEYS = {"seed", "batch_size", "filters", "steps"}
+TABLE_KEYS = {"seed", "batch_size", "filters", "steps", "teacher_sample"}
+TEACHER_SAMPLE_KEYS = {"samples": int, "max_tokens": int, "temperature": float, "top_p": float}
+
+
+def parse_teacher_sample(table: Any) -> dict[str, Any]:
+    """`[augment.teacher_sample]` checked: the keys given, as numbers in range."""
+    where = "augment.teacher_sample"
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = TEACHER_SAMPLE_KEYS.get(key)
+        if kind is None:
+            raise ValueError(f"{where}.{key}: unknown key (known: {', '.join(sorted(TEACHER_SAMPLE_KEYS))})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            raise ValueError(f"{where}.{key}: must be a{'n integer' if kind is int else ' number'} (got {value!r})")
+        out[key] = kind(value)
+    for key, ok, want in (("samples", lambda v: v >= 0, ">= 0"), ("max_tokens", lambda v: v >= 1, ">= 1"),
+                          ("temperature", lambda v: v > 0, "> 0"), ("top_p", lambda v: 0 < v <= 1, "in (0, 1]")):
+        if key in out and not ok(out[key]):
+            raise ValueError(f"{where}.{key}: must be {want} (got {out[key]})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,7 @@ def parse_augment(table: dict[str, Any], language: str) -> AugmentConfig:
         raise ValueError(f"augment.seed: must be an integer (got {seed!r})")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"augment.batch_size: must be a positive integer (got {batch_size!r})")
+    parse_teacher_sample(table.get("teacher_sample", {}))
     try:
         filters = VariantFilter.from_table(table.get("filters", {}))
     except TypeError as exc:

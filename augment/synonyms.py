@@ -1,8 +1,10 @@
 """Synonym replacement: a fraction of content words swapped for thesaurus synonyms.
 
 Case and punctuation are kept (only word spans change). Content words are words of at least
-`min_chars` letters that are not stop words: NLTK's stop-word list for the language when its
-data is installed, else the list the pipeline passes in (the corpus's most frequent words).
+`min_chars` letters that are not stop words. The stop list is the union of NLTK's list for the
+language (when its data is installed), the corpus's most frequent words (the pipeline passes
+them in) and the words an Apertium analyser of the language reads as function words
+(`augment.closed_class`: a rare relative pronoun is still a function word).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import random
 from typing import Iterable, Sequence
 
 from augment.base import Augmenter, rngs
+from augment.closed_class import function_words
 from augment.thesaurus import Thesaurus, make_thesaurus
 from augment.words import match_case, replace_spans, word_spans
 
@@ -53,6 +56,7 @@ class SynonymAugmenter(Augmenter):
         self.language, self.backend, self.rate, self.min_chars = language, backend, rate, min_chars
         self.thesaurus = thesaurus
         self.stopwords = set(stopwords) if stopwords is not None else None
+        self._analysed: set[str] = set()  # words already put to the analyser
 
     def setup(self) -> None:
         if self.thesaurus is None:
@@ -61,9 +65,17 @@ class SynonymAugmenter(Augmenter):
             self.stopwords = nltk_stopwords(self.language) or set()
 
     def set_stopwords(self, words: Iterable[str]) -> None:
-        """The corpus's frequent words, used when NLTK has no list for the language."""
-        if not self.stopwords:
-            self.stopwords = set(words)
+        """The corpus's frequent words, added to the stop list."""
+        if self.stopwords is None:
+            self.stopwords = nltk_stopwords(self.language) or set()
+        self.stopwords |= {w.lower() for w in words}
+
+    def add_function_words(self, texts: Sequence[str]) -> None:
+        """Put the words of `texts` not seen before to the analyser; function words join the stop list."""
+        new = {t[s:e].lower() for t in texts for s, e in word_spans(t)} - self._analysed
+        if new:
+            self._analysed |= new
+            self.stopwords |= function_words(self.language, new)
 
     def eligible(self, text: str) -> list[tuple[int, int]]:
         """Spans of content words: long enough, alphabetic, not stop words."""
@@ -95,6 +107,7 @@ class SynonymAugmenter(Augmenter):
     def augment_batch(self, texts: Sequence[str], seeds: int | Sequence[int]) -> list[list[str]]:
         if self.thesaurus is None:
             self.setup()
+        self.add_function_words(texts)
         out = []
         for text, rng in zip(texts, rngs(seeds, len(texts))):
             variants = [self.replace(text, rng) for _ in range(self.variants)]

@@ -12,6 +12,7 @@ gives back the published validation text exactly, less the file's final newline)
 """
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
@@ -78,9 +79,14 @@ def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def read_texts(folder: Path) -> list[str]:
-    """The `text` column of every Parquet shard under `folder` (augmented sets), in file order."""
-    return [r["text"] for r in read_columns(folder, ["text"]) if r["text"]]
+def augmenter_kinds(folder: Path) -> dict[str, str | None]:
+    """Augmenter step name -> its kind ("noise", "synonyms", ...), from the augmented set's
+    stats.json beside `folder` (VERSION/augmented/train); {} when there is none."""
+    path = Path(folder).parent / "stats.json"
+    if not path.is_file():
+        return {}
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    return {n: a.get("augmenter") for n, a in stats.get("augmenters", {}).items()}
 
 
 def read_columns(folder: Path, columns: list[str], optional: tuple[str, ...] = ()) -> list[dict[str, Any]]:

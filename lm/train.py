@@ -39,7 +39,7 @@ from typing import Any
 
 from lm import parallel
 from lm.checkpoint import RESUME_DIR
-from lm.corpus import Snapshot, open_snapshot, read_columns, read_texts
+from lm.corpus import Snapshot, augmenter_kinds, open_snapshot, read_columns
 from lm.data import Batches, Packed, Pool, pack, real_pool, token_stream
 from lm.errors import DataError, UsageError, run_cli
 from lm.model import ModelConfig, preset
@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--tokenizer", choices=("unigram", "bpe"))
     p.add_argument("--augmented", nargs="?", const="auto",
-                   help="also train on augmented text: a Parquet folder (default VERSION/augmented)")
+                   help="also train on augmented text: a Parquet folder (default VERSION/augmented); "
+                        "noise variants are left out (never a target; lm.distill reads them as input)")
     p.add_argument("--augmented-weight", type=float, help="share of training sequences from augmented text (0.5)")
     p.add_argument("--eval-every", type=int, help="steps between dev evaluations (default steps/10)")
     p.add_argument("--eval-tokens", type=int, default=1 << 17, help="dev tokens per evaluation (cap)")
@@ -178,13 +179,20 @@ class Run:
         a = self.settings.augmented
         return self.snapshot.augmented_dir() if a == "auto" else Path(a)
 
+    def augmented_rows(self) -> list[dict[str, Any]]:
+        """The augmented variants trained on as targets: every one but noise, which is never a
+        target (its clean parent is; `lm.distill` reads noise as input)."""
+        folder = self.augmented_folder()
+        kinds = augmenter_kinds(folder)
+        rows = read_columns(folder, ["id", "text"], ("parent_id", "augmenter"))
+        return [r for r in rows if r["text"] and kinds.get(r["augmenter"], r["augmenter"]) != "noise"]
+
     def augmented_texts(self) -> list[str]:
-        return read_texts(self.augmented_folder())
+        return [r["text"] for r in self.augmented_rows()]
 
     def data(self) -> dict[str, Any]:
         """run.json's `data`: the whole train split, plus the augmented variants when used."""
-        rows = read_columns(self.augmented_folder(), ["id"], ("parent_id",)) if self.settings.augmented else None
-        return data_record(self.snapshot, ["train"], None, rows)
+        return data_record(self.snapshot, ["train"], None, self.augmented_rows() if self.settings.augmented else None)
 
     def _key(self, split: str) -> str:
         return f"{self.snapshot.name}/{self.snapshot.version}/{split}"

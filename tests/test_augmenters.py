@@ -1,13 +1,12 @@
 """Augmenters and filters on real gl-ctg and Tiny Shakespeare text, with the real backends."""
 from __future__ import annotations
 
-import re
 
 import pytest
 
 from augment.backtranslate import BackTranslateAugmenter, installed_modes
 from augment.base import AugmenterError, record_seed
-from augment.filters import VariantFilter
+from augment.filters import VariantFilter, new_markers, strip_new_markers
 from augment.noise import NoiseAugmenter, strip_accents
 from augment.registry import parse_augment
 from augment.synonyms import SynonymAugmenter, frequent_words
@@ -64,7 +63,8 @@ def test_each_augmenter_changes_text_and_is_deterministic(name: str, gl, shakesp
     first = aug.augment_batch(texts, seeds)
     assert len(first) == len(texts)
     changed = sum(any(v != t for v in vs) for t, vs in zip(texts, first))
-    assert changed >= 0.3 * len(texts), (name, changed)
+    # mythes-gl lists synonyms for few Galician content words once function words are out of reach
+    assert changed >= (0.15 if name == "synonyms-gl" else 0.3) * len(texts), (name, changed)
     assert aug.augment_batch(texts, seeds) == first
     if not aug.context_free:
         return  # Apertium: output depends on batch-mates; the pipeline fixes batches by id
@@ -83,8 +83,46 @@ def test_apertium_round_trip_changes_galician_and_leaves_no_markers(gl) -> None:
         assert aug.variant_params(k)["pivot"] == pivot
     for t, vs in zip(gl, out):
         for v in vs:
-            assert not re.search(r"(^|\s)[*#@]\w", v), v
+            assert not new_markers(t, v), (t, v)
             assert VariantFilter().reason(t, v) in (None, "identical")
+
+
+def test_no_variant_carries_a_marker_its_parent_lacks() -> None:
+    """Apertium marks a failed generation after the word too ("campañas quedar# con servicios",
+    from gl-pt-gl on these two gl-ctg sentences): stripped, or the variant rejected, never kept."""
+    lines = [t for t in gl_lines("train", 5000)
+             if "campañas combinadas con servicios" in t or "transporte combinado con contedores" in t]
+    assert len(lines) == 2
+    for markers in ("strip", "reject"):
+        out = BackTranslateAugmenter("gl", pivot="pt", markers=markers).augment_batch(lines, 1)
+        for t, (v,) in zip(lines, out):
+            assert not any(c in v and c not in t for c in "*#@"), v
+            assert (v == "") if markers == "reject" else (v and "quedar con" in v)
+    f = VariantFilter()
+    parent = "As campañas combinadas con servizos"
+    for bad in ("As campañas quedar# con servizos", "As *campañas con servizos", "As campañas @combinadas con servizos"):
+        assert f.reason(parent, bad) == "mt_marker" and strip_new_markers(parent, bad).count("#") == 0
+    assert f.reason("Correo: a@b.gal e #etiqueta", "Correo: a@b.gal e #etiqueta nova") is None  # the parent's own
+
+
+def test_synonyms_never_replace_a_word_from_the_stop_list(gl, mythes_gl) -> None:
+    """The stop list: the corpus's frequent words plus the function words Apertium's Galician
+    analyser finds ("cuxa", a relative pronoun ranked 1,554th in gl-ctg, is one)."""
+    texts = gl_lines("train", 400)
+    aug = SynonymAugmenter("gl", "mythes", rate=0.5, thesaurus=mythes_gl)
+    aug.set_stopwords(frequent_words(texts, 100))
+    out = aug.augment_batch(texts, seeds_for(texts, "synonyms"))
+    assert {"cuxa", "sobre", "onde", "porque"} <= aug.stopwords and not {"sistema", "publicación"} & aug.stopwords
+    changed = 0
+    for text, variants in zip(texts, out):
+        for v in variants:
+            words, new = [text[s:e].lower() for s, e in word_spans(text)], [v[s:e].lower() for s, e in word_spans(v)]
+            kept = set(new)
+            gone = [w for w in words if w not in kept]
+            assert gone, (text, v)
+            assert not set(gone) & aug.stopwords, (set(gone) & aug.stopwords, text, v)
+            changed += 1
+    assert changed >= 50
 
 
 def test_apertium_keeps_line_breaks_of_verse(shakespeare) -> None:
@@ -134,6 +172,19 @@ def test_noise_operations(gl) -> None:
     rng_seed = [5]
     swap = NoiseAugmenter("gl", ops=["swap"], rate=0.1).augment_batch([text], rng_seed)[0][0]
     assert sorted(swap.split()) == sorted(words) and swap != text
+    # swaps are local by default: every word stays within one place of where it was (one edit)
+    local = NoiseAugmenter("gl", ops=["swap"], rate=0.01)
+    far = NoiseAugmenter("gl", ops=["swap"], rate=0.01, swap_window=0)
+    long = [t for t in gl if len(t.split()) >= 20]
+    moved = {"local": [], "far": []}
+    for name, aug in (("local", local), ("far", far)):
+        for t, (v,) in zip(long, aug.augment_batch(long, seeds_for(long, name))):
+            a, b = t.split(), v.split()
+            diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+            if diff:
+                moved[name].append(diff[-1] - diff[0])
+    assert moved["local"] and set(moved["local"]) == {1}
+    assert max(moved["far"]) > 3
     delete = NoiseAugmenter("gl", ops=["delete"], rate=0.3).augment_batch([text], rng_seed)[0][0]
     assert len(delete.split()) < len(words) and all(w in words for w in delete.split())
     typo = NoiseAugmenter("gl", ops=["typo"], rate=0.1).augment_batch([text], rng_seed)[0][0]
@@ -200,3 +251,14 @@ def test_pipeline_hooks_have_defaults_and_flags_need_no_build() -> None:
     noise.set_stopwords(["de", "a"])  # a no-op for an augmenter without stop words
     assert noise.variant_params(0) == noise.params
     assert steps[0].build("gl").variant_params(1)["pivot"] == "es"
+
+
+def test_teacher_sample_table_is_checked_key_by_key() -> None:
+    steps = [{"augmenter": "noise"}]
+    assert parse_augment({"steps": steps, "teacher_sample": {"samples": 50, "top_p": 0.9}}, "gl").steps
+    for table, key in (({"samples": -1}, "samples"), ({"temperature": 0}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                       ({"samples": 2.5}, "samples"), ({"beam": 4}, "beam"), ({"top_p": "high"}, "top_p")):
+        with pytest.raises(ValueError, match=rf"^augment\.teacher_sample\.{key}: "):
+            parse_augment({"steps": steps, "teacher_sample": table}, "gl")
+    with pytest.raises(ValueError, match="swap_window"):
+        NoiseAugmenter("gl", ops=["swap"], swap_window=-1)

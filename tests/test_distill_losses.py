@@ -154,3 +154,39 @@ def test_noised_input_alignment_keeps_the_clean_length(tok) -> None:
     assert np.array_equal(pool.packed.tokens, clean.packed.tokens)  # the targets: clean text exactly
     differ = (pool.inputs != pool.packed.tokens[:, :-1]).mean()
     assert 0.02 < differ < 0.6
+
+
+def test_noised_input_batches_read_noised_tokens_and_predict_the_clean_ones(tok) -> None:
+    """In a batch, a row of the noise pool reads the noised tokens aligned to its clean parent,
+    position by position, while its targets are the parent's next tokens; real rows read clean
+    text. The loop's default (`Settings.noised_input`) is this, never noise as a target."""
+    from augment.noise import NoiseAugmenter
+    from lm.data import Batches
+    from lm.distill.config import Settings
+    assert Settings(corpus="c", preset="tiny").noised_input is True
+    parents = gl_lines("train", 80)
+    out = NoiseAugmenter("gl", ops=["typo", "swap", "strip_diacritics"], rate=0.2).augment_batch(parents, 11)
+    pairs = [(p, v[0]) for p, v in zip(parents, out) if v and v[0] != p]
+    noise = noised_pool("noise", tok, pairs, 32, "\n")
+    real = text_pool("real", tok, parents, 32, "\n")
+    clean = text_pool("clean", tok, [p for p, _ in pairs], 32, "\n")
+    batches = Batches(real, 16, 3, [noise], {"noise": 1.0}, share=0.5)
+    rows, same = 0, []
+    for _ in range(8):
+        b = batches.next()
+        assert b.inputs.shape == b.targets.shape == b.clean_inputs.shape
+        for i, (k, r) in enumerate(zip(b.pools, b.rows)):
+            pool = batches.pools[k]
+            assert np.array_equal(b.targets[i], pool.packed.tokens[r, 1:])       # clean next tokens
+            assert np.array_equal(b.clean_inputs[i], pool.packed.tokens[r, :-1])  # what the teacher reads
+            if pool.name == "noise":
+                rows += 1
+                assert np.array_equal(b.targets[i], clean.packed.tokens[r, 1:])   # the parent's tokens
+                assert np.array_equal(b.inputs[i], noise.inputs[r])
+                # token by token: input t is the noised token standing where clean token t stands
+                same.append(b.inputs[i] == b.clean_inputs[i])
+            else:
+                assert np.array_equal(b.inputs[i], b.clean_inputs[i])
+    assert rows >= 20
+    same = np.stack(same)
+    assert 0.4 < same.mean() < 0.97 and (~same).any(axis=1).mean() > 0.5

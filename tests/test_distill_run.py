@@ -42,6 +42,10 @@ augmenter = "noise"
 ops = ["swap", "typo", "strip_diacritics"]
 rate = 0.1
 variants = 2
+[augment.teacher_sample]
+samples = 30
+temperature = 0.7
+top_p = 0.9
 """
 
 
@@ -138,9 +142,9 @@ def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     ngram = report["models"]["ngram"]  # the character n-gram anchor, trained on the same train text
     assert 1 <= ngram["order"] <= 8 and 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20
     assert f"ngram (order {ngram['order']})" in md
-    assert set(report["augmenters"]) == {"noise", "synonyms"}
+    assert set(report["augmenters"]) == {"noise", "synonyms", "teacher-sample"}
     for a in report["augmenters"].values():
-        assert set(a) == {"variants", "kept", "kept_fraction"} and 0 <= a["kept"] <= a["variants"]
+        assert set(a) == {"variants", "kept", "kept_fraction", "dev_gain", "dropped"} and 0 <= a["kept"] <= a["variants"]
         assert a["kept_fraction"] == pytest.approx(a["kept"] / a["variants"], abs=1e-4)
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     r1, r2 = report["rounds"]
@@ -282,3 +286,49 @@ def test_our_run_as_teacher_is_recorded_and_never_judges(corpus: Path, tmp_path:
     given = json.loads((teacher / "run.json").read_text())["params"]
     assert report["models"]["teacher"]["params"] == given > report["models"]["student"]["params"]
     assert {"student", "baseline", "student_no_kd"} <= set(report["models"])
+
+
+def test_own_teacher_samples_screened_augmenters_and_study_arms(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """Our real-text teacher continues real prefixes with the spec's temperature and top-p (an
+    augmenter for any language, judged like the rest); an augmenter whose dev gain is not
+    positive is dropped from the student's mixture and the report says why; `--study-arms` adds
+    the random-filter, unfiltered and one-augmenter arms."""
+    from lm.distill import rounds
+
+    real_gains = rounds.dev_gains
+    probed: list[list[str]] = []
+
+    def gains(cfg, params, dev, pools, batch, seed):
+        got = real_gains(cfg, params, dev, pools, batch, seed)
+        probed.append(sorted(got))
+        return {k: (-0.05 if k == "noise" else abs(v) + 0.01) for k, v in got.items()}
+    monkeypatch.setattr(rounds, "dev_gains", gains)
+    out = tmp_path / "run"
+    assert run_cli(distill_main, ["--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--seeds", "1",
+                                  "--study-arms", "--quiet"]) == 0
+    assert probed and probed[0] == ["noise", "synonyms", "teacher-sample"]
+    judged = pq.read_table(out / "rounds" / "r1" / "judged.parquet").to_pylist()
+    ts = [r for r in judged if r["augmenter"] == "teacher-sample"]
+    train = {r["id"]: r["text"] for r in open_snapshot(corpus).records("train")}
+    assert 0 < len(ts) <= 30 and all(r["parent_id"] in train and np.isfinite(r["bits_per_char"]) for r in ts)
+    assert all(json.loads(r["params"])["temperature"] == 0.7 and json.loads(r["params"])["top_p"] == 0.9 for r in ts)
+    # each sample starts with the first words of its parent and goes on differently
+    assert all(r["text"].split(" ")[:3] == train[r["parent_id"]].split(" ")[:3] and r["text"] != train[r["parent_id"]]
+               for r in ts)
+    report = json.loads((out / "report.json").read_text())
+    assert report["augmenters"]["noise"]["dropped"] == "dev gain -0.0500 <= 0 on the teacher"
+    assert report["augmenters"]["synonyms"]["dropped"] is None
+    assert report["rounds"][0]["dropped"] == {"noise": "dev gain -0.0500 <= 0 on the teacher"}
+    assert "augmenter noise dropped from the student's mixture: dev gain -0.0500" in (out / "report.md").read_text()
+    done = {n: json.loads((out / "models" / f"{n}-s0" / "DONE.json").read_text())
+            for n in ("student", "student_no_kd", "aug_random", "aug_unfiltered", "aug-noise", "aug-teacher-sample")}
+    assert done["student"]["pools"] == ["synonyms", "teacher-sample"] and "noise" not in done["student"]["weights"]
+    assert done["student_no_kd"]["pools"] == ["synonyms"]  # no teacher: not even its samples
+    assert done["aug-noise"]["pools"] == ["noise"] and done["aug-teacher-sample"]["pools"] == ["teacher-sample"]
+    # random filter: per augmenter as many variants as the judge kept; unfiltered: every one judged
+    kept = {a: sum(1 for r in judged if r["augmenter"] == a and r["kept"]) for a in ("synonyms",)}
+    data = {n: json.loads((out / "models" / f"{n}-s0" / "run.json").read_text())["data"]["augmented"]
+            for n in ("aug_random", "aug_unfiltered", "student_no_kd")}
+    assert data["aug_random"]["variants"] == data["student_no_kd"]["variants"] == kept["synonyms"]
+    assert data["aug_unfiltered"]["variants"] == sum(1 for r in judged if r["augmenter"] == "synonyms")
+    assert data["aug_random"]["ids_sha256"] != data["student_no_kd"]["ids_sha256"]

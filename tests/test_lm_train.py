@@ -117,14 +117,22 @@ def test_augmented_text_joins_tokenizer_and_training(tmp_path: Path, tmp_path_fa
     aug = tmp_path / "augmented"
     aug.mkdir()
     texts = [f"Unha frase aumentada número {i} con zorblatix e zorblatix." for i in range(300)]
-    pq.write_table(pa.table({"id": [str(i) for i in range(300)], "text": texts}), aug / "part-0.parquet")
+    # noised variants (step "typos", kind noise in the set's stats.json) are never targets
+    texts += [f"Unah frsae con qwxvvq {i} qwxvvq." for i in range(100)]
+    steps = ["synonyms"] * 300 + ["typos"] * 100
+    pq.write_table(pa.table({"id": [str(i) for i in range(400)], "text": texts, "augmenter": steps}),
+                   aug / "part-0.parquet")
+    (tmp_path / "stats.json").write_text(json.dumps({"augmenters": {"synonyms": {"augmenter": "synonyms"},
+                                                                    "typos": {"augmenter": "noise"}}}))
     run = tmp_path / "aug-run"
     assert train_main(["--corpus", gl, *TINY, "--steps", "4", "--augmented", str(aug),
                        "--augmented-weight", "0.3", "--out", str(run)]) == 0
     tok = Tokenizer.load(run / "tokenizer.model")
     assert any("zorbla" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
+    assert not any("qwx" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
     info = json.loads((run / "run.json").read_text())
     assert info["train"]["augmented"] == str(aug.resolve()) and info["train"]["augmented_weight"] == 0.3
+    assert info["data"]["augmented"]["variants"] == 300
 
 
 def test_max_seconds_stops_with_a_checkpoint_and_resumes(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:

@@ -19,14 +19,19 @@ text is worth learning from:
    (`lm.losses`; `--kl reverse`, `--top-k K`, `--tail renorm|bucket`). Teacher outputs are
    computed in the student's jitted step, or read from a top-k cache (`teacher_cache`,
    `RUN/teacher-cache/`) when `--cache always`, or with `--cache auto` when the students would
-   read more teacher tokens than the cache holds. `--noised-input`: noise variants become the
-   student's input while their clean parents stay the targets. With `--teacher-hf`:
-   sequence-level distillation (the teacher's samples continuing real prefixes join the
-   augmented text as augmenter `teacher-sample`, judged like the rest).
+   read more teacher tokens than the cache holds. Noise variants are the student's input while
+   their clean parents stay the targets (`--no-noised-input` makes them targets too). The
+   teacher's samples continuing real train prefixes join the augmented text as augmenter
+   `teacher-sample`, judged like the rest: our teacher's with the spec's
+   `[augment.teacher_sample]` (temperature, top-p, how many), an augmenter for any language; with
+   `--teacher-hf`, sequence-level distillation from that model. Before the student trains, each
+   augmenter's dev gain is measured on the teacher and one whose gain is not positive is dropped
+   (the report says which and why).
 5. Arms, `--seeds N` paired seeds each (seed pair i: the same initial parameters and order of
    real text for every arm): `student` (KD + kept augmented text) and `baseline` (real text,
    CE); with `--ablations` also `student_no_kd` (kept augmented, CE) and `student_no_aug` (real
-   text, KD from the real-only teacher; refused when the teacher may have seen augmented text).
+   text, KD from the real-only teacher; refused when the teacher may have seen augmented text);
+   with `--study-arms` random and no filtering and each augmenter alone (`arms`).
    Every model stops once dev stops improving (`patience`), and its best checkpoint is the model.
 6. Rounds: from round 2 on, `pipelines.augment` runs again with a new seed (`variants`); mixture
    weights per augmenter come from the previous round (kept fraction x dev gain, `gain`); the
@@ -45,7 +50,7 @@ Exit codes: 0 ok, 1 failure, 2 usage.
 Modules: `cli` (options, `main`), `config` (presets, settings fixed at creation), `workspace`
 (the run folder; one model trained through `lm.trainer`), `variants` (augmented text; the only
 module that runs `pipelines`), `teachers`, `judge`, `rounds` (the loop and the arms), `gain`,
-`teacher_cache`, `paired` (seed statistics), `report`.
+`teacher_cache`, `paired` (seed statistics), `report`, `arms` (what each compared model trains on).
 """
 from lm.distill.cli import main
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lm import parallel
-from lm.corpus import open_snapshot
+from lm.corpus import augmenter_kinds, open_snapshot
 from lm.errors import DataError, run_cli
 from lm.generate import generate
 from lm.loader import load_model
@@ -21,7 +21,7 @@ from lm.distill import report as distill_report, teachers
 from lm.distill.config import DEFAULT_CACHE_K, GIVEN, PRESETS, resolve_settings
 from lm.distill.judge import train_judges
 from lm.distill.rounds import Rounds, arm_model
-from lm.distill.variants import ensure_augmented, noise_kinds, read_variants
+from lm.distill.variants import ensure_augmented, read_variants
 from lm.distill.workspace import Workspace, run_tokenizer
 
 DESCRIPTION = "`python -m lm.distill --corpus OUT/NAME --out RUN [options]`: augmentation plus distillation."
@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", choices=("auto", "always", "never"), help="top-k teacher cache (auto: when it pays)")
     p.add_argument("--keep-quantile", type=float, help="drop variants worse than this quantile of real sentences (0.9)")
     p.add_argument("--aug-share", type=float, help="share of training sequences from augmented text")
-    p.add_argument("--noised-input", action="store_true", default=None,
-                   help="noise variants as student input with their clean parents as targets")
+    p.add_argument("--noised-input", action=argparse.BooleanOptionalAction, default=None,
+                   help="noise variants as student input with their clean parents as targets (default: on)")
     p.add_argument("--seed", type=int)
     p.add_argument("--student-steps", type=int, help="override the preset")
     p.add_argument("--judge-steps", type=int, help="override the preset")
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--student-dropout", type=float, help="dropout of every student and baseline (override the preset)")
     p.add_argument("--ablations", action="store_true",
                    help="also train student_no_kd (augmented, CE) and student_no_aug (real, KD), every seed")
+    p.add_argument("--study-arms", action="store_true",
+                   help="also train aug_random, aug_unfiltered and aug-NAME per augmenter (CE, every seed; "
+                        "bench/augment_study.py)")
     p.add_argument("--compare-tail", action="store_true",
                    help="also train the student with the other top-k tail (student_renorm or student_bucket)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,8 +87,8 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         teacher, hf = (None, given) if s.teacher_hf else (given, None)
     else:
         teacher, hf = teachers.train_teacher(ws), None
-    loop = Rounds(ws, judges, teacher, hf, aug_rows, noise_kinds(aug_dir))
-    rounds, best, plan, refused = loop.run(args.ablations, args.compare_tail)
+    loop = Rounds(ws, judges, teacher, hf, aug_rows, augmenter_kinds(aug_dir))
+    rounds, best, plan, refused = loop.run(args.ablations, args.compare_tail, args.study_arms)
 
     ngram = anchor(str(snapshot.root))
     ws.log(f"character n-gram anchor: order {ngram['order']} (chosen on dev), test {ngram['test_bits_per_char']:.4f} bits/char")

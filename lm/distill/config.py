@@ -43,7 +43,7 @@ class Preset:
     student_max_params: int | None = None  # narrow the student's MLP until it fits (the vocabulary varies)
     eval_chars: int = 60_000      # dev text for the training curves (final figures: all of dev and test)
     judge_real: int = 1000        # real train sentences whose scores set the quantiles (a sample)
-    teacher_samples: int = 2000   # --teacher-hf: real prefixes continued by the teacher per round
+    teacher_samples: int = 2000   # real prefixes the teacher continues per round (the spec may say otherwise)
     sample_tokens: int = 48
 
     def student_model(self, vocab_size: int, context: int | None = None) -> ModelConfig:
@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
                    judge=("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128}),
                    student_steps=340, judge_steps=80, teacher_steps=400, batch=16, student_lr=3e-3,
                    teacher_lr=3e-3, judge_lr=3e-3, seeds=3, rounds=1, aug_share=0.3, eval_every=50, patience=2,
-                   student_max_params=800_000, judge_real=600, eval_chars=30_000),
+                   student_max_params=800_000, judge_real=600, eval_chars=30_000, teacher_samples=300),
     # the full `teacher` preset (6.3x the student) with dropout, thousands of steps stopped early
     # on dev, five seeds, up to three rounds: hours on two cores
     "full": Preset(student=("student", {"hidden_dim": 288, "context": 128, "dropout": 0.1}),
@@ -87,6 +87,16 @@ PRESETS: dict[str, Preset] = {
                    student_steps=3000, judge_steps=1000, teacher_steps=3000, batch=16, student_lr=2e-3,
                    teacher_lr=1.5e-3, judge_lr=3e-3, seeds=5, rounds=3, aug_share=0.3, eval_every=100, patience=3,
                    student_max_params=800_000, eval_chars=150_000),
+    # bench/augment_study.py: where data, not compute, is the limit. Every model trains until dev
+    # stops improving or its cosine schedule ends (many passes over a quarter of gl-ctg); a 0.27M
+    # student (the judges' shape) and a 0.77M teacher with dropout keep three fractions x many
+    # arms x three seeds near an hour on two cores.
+    "study": Preset(student=("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128}),
+                    teacher=("student", {"hidden_dim": 288, "context": 128, "dropout": 0.1}),
+                    judge=("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128}),
+                    student_steps=800, judge_steps=150, teacher_steps=1000, batch=16, student_lr=3e-3,
+                    teacher_lr=3e-3, judge_lr=3e-3, seeds=3, rounds=1, aug_share=0.5, eval_every=50, patience=3,
+                    judge_real=600, eval_chars=20_000, teacher_samples=400, sample_tokens=48),
 }
 
 
@@ -120,7 +130,7 @@ class Settings:
     rounds: int = 1
     seeds: int = 1
     aug_share: float = 0.5
-    noised_input: bool = False
+    noised_input: bool = True      # noised text is an input, its clean parent the target, never a target
     teacher: str | None = None
     teacher_hf: str | None = None
     student_steps: int = 0

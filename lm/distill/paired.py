@@ -42,3 +42,11 @@ def sentence(name: str, p: dict[str, object], unit: str = "bits/char") -> str:
     ci = p["ci95"]
     where = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "no interval (one seed)"
     return f"{a} - {b}: {p['mean']:+.3f} {unit}, {where}, {p['seeds']} seed{'s' if p['seeds'] != 1 else ''}"
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, object]:
+    """a / b pair by pair: {"seeds", "mean" (of the ratios), "ci95"} (a t-interval, as above)."""
+    ratios = np.asarray(a, np.float64) / np.asarray(b, np.float64)
+    d = paired_difference(ratios, np.ones_like(ratios), level)
+    return {"seeds": d["seeds"], "mean": round(1.0 + d["mean"], 6),
+            "ci95": [round(1.0 + x, 6) for x in d["ci95"]] if d["ci95"] else None}

@@ -55,9 +55,12 @@ def models_table(report: dict[str, Any]) -> str:
 
 
 def augmenters_table(report: dict[str, Any]) -> str:
-    lines = ["| augmenter | variants | kept | kept fraction |", "|---|---:|---:|---:|"]
+    lines = ["| augmenter | variants | kept | kept fraction | dev gain (teacher) | in the student's mixture |",
+             "|---|---:|---:|---:|---:|---|"]
     for name, a in sorted(report["augmenters"].items()):
-        lines.append(f"| {name} | {a['variants']:,} | {a['kept']:,} | {a['kept_fraction']:.3f} |")
+        gain = a.get("dev_gain")
+        lines.append(f"| {name} | {a['variants']:,} | {a['kept']:,} | {a['kept_fraction']:.3f} | "
+                     f"{'-' if gain is None else f'{gain:+.4f}'} | {'dropped: ' + a['dropped'] if a.get('dropped') else 'yes'} |")
     return "\n".join(lines)
 
 
@@ -89,6 +92,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"an arm's figures are means over its paired seeds. Wall time {report.get('wall_seconds', 0):.0f} s.\n")
     paired = [f"- {sentence(k, v)} (test)" for k, v in report.get("paired", {}).items()]
     refused = [f"- {k} not trained: {v}" for k, v in report.get("refused", {}).items()]
+    refused += [f"- augmenter {k} dropped from the student's mixture: {a['dropped']}"
+                for k, a in sorted(report.get("augmenters", {}).items()) if a.get("dropped")]
     samples = [sample_line(i + 1, x) for i, x in enumerate(report.get("samples", []))]
     parts = [head, "## Models\n", models_table(report), "", *paired, *refused, ""]
     if samples:
@@ -215,8 +220,10 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
             acc = augmenters.setdefault(a, {"variants": 0, "kept": 0})
             acc["variants"] += v["variants"]
             acc["kept"] += v["kept"]
-    for a in augmenters.values():
+    for name, a in augmenters.items():
         a["kept_fraction"] = round(a["kept"] / a["variants"], 4) if a["variants"] else 0.0
+        a["dev_gain"] = best_round.get("probe_gains", {}).get(name)
+        a["dropped"] = best_round.get("dropped", {}).get(name)
     base = models.get("baseline", {}).get("test_bits_per_char")
     ratio = round(models["student"]["test_bits_per_char"] / base, 4) if base and "student" in models else None
     corpus, version, preset = head.pop("corpus"), head.pop("version"), head.pop("preset")

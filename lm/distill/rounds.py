@@ -1,13 +1,15 @@
 """The loop: augment, judge, distil, for as many rounds as dev bits per character improves; then
 every arm with the same number of paired seeds.
 
-Arms: `student` (KD + kept augmented text), `baseline` (real text, CE) and, with
-`--ablations`, `student_no_kd` (kept augmented, CE) and `student_no_aug` (real text, KD from the
-real-only teacher). Seed pair i (`NAME-s{i}`, seed = --seed + i) gives every arm the same
-initial parameters and the same order of real sequences (`lm.data.Batches`), so arm differences
-are paired. With one round, round 1's student is `student-s0`; with more, rounds train
-`student-rN` to choose the mixture, and every arm's seeds are trained fresh after it is fixed
-(the student is never the best of several draws against a baseline drawn once).
+Arms (`lm.distill.arms`): `student` (KD + kept augmented text), `baseline` (real text, CE),
+with `--ablations` `student_no_kd` and `student_no_aug`, with `--study-arms` the filter and
+per-augmenter arms. Before a round's student trains, each augmenter's dev gain is measured on
+the teacher and an augmenter whose gain is not positive is dropped (`Rounds.screen`). Seed pair
+i (`NAME-s{i}`, seed = --seed + i) gives every arm the same initial parameters and the same
+order of real sequences (`lm.data.Batches`), so arm differences are paired. With one round,
+round 1's student is `student-s0`; with more, rounds train `student-rN` to choose the mixture,
+and every arm's seeds are trained fresh after it is fixed (the student is never the best of
+several draws against a baseline drawn once).
 
 How students get the teacher's soft targets is decided once, right after the teacher exists
 (`KDPlan`): "live" (the teacher's forward inside the student's jitted step), "cached" (top-k from
@@ -18,9 +20,11 @@ re-run.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from lm.data import Batches, Pool, noised_pool, pool_tokens, text_pool
 from lm.files import read_json, write_json
@@ -29,12 +33,14 @@ from lm.loader import FlaxModel, load_model
 from lm.model import make_apply
 from lm.trainer import Teacher
 
+from lm.distill.arms import Arm, size_weights, study_arms
 from lm.distill.config import DEFAULT_CACHE_K
 from lm.distill.gain import dev_gains, next_weights
 from lm.distill.judge import Judge, judge_round, real_scores
 from lm.distill.teacher_cache import TeacherCache, pays
-from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, merge, read_variants_file,
-                                 teacher_samples, write_variants)
+from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, flax_sampler, merge,
+                                 read_variants_file, sample_settings, teacher_samples, VARIANT_COLUMNS,
+                                 write_variants)
 from lm.distill.teachers import augmentation_free
 from lm.distill.workspace import Workspace
 
@@ -95,6 +101,8 @@ class RoundRecord:
     dev_bits_per_char: float
     test_bits_per_char: float
     improved: bool
+    probe_gains: dict[str, float] = field(default_factory=dict)  # before the student: see `Rounds.screen`
+    dropped: dict[str, str] = field(default_factory=dict)        # augmenter -> why it was left out
 
     @classmethod
     def read(cls, path: Path) -> "RoundRecord | None":
@@ -135,10 +143,10 @@ class Rounds:
     # -- a round
     def select(self, r: int, weights: dict[str, float], kept_so_far: list[dict]) -> Selection:
         """The round's new variants (round 1: the snapshot's augmented set; later: pipelines.augment
-        again with a new seed), plus the Hugging Face teacher's samples, judged."""
+        again with a new seed), plus the teacher's samples, judged."""
         new = list(self.aug_rows) if r == 1 else augment_round(self.ws.run, self.ws.snapshot, self.seed(r), weights)
-        if self.hf is not None and (r == 1 or weights.get(TEACHER_SAMPLE, 0.0) >= 0.05):
-            new += teacher_samples(self.ws, self.hf, r, self.seed(r))
+        if r == 1 or weights.get(TEACHER_SAMPLE, 0.0) >= 0.05:
+            new += self.teacher_samples(r)
         have = {x["id"] for x in kept_so_far}
         new = [x for x in new if x["id"] not in have]
         kept, verdict = judge_round(self.ws, r, new, self.judges, self.real_bpc)
@@ -149,17 +157,51 @@ class Rounds:
                                                   for a, v in verdict["augmenters"].items()) + ")")
         return Selection(new, kept, verdict)
 
+    def teacher_samples(self, r: int) -> list[dict]:
+        """The round's teacher samples: a Hugging Face teacher's (temperature 1, its lesson), or our
+        own teacher's with the spec's `[augment.teacher_sample]` (an augmenter for any language)."""
+        ws, pre = self.ws, self.ws.preset
+        if self.hf is not None:
+            tokens = pre.sample_tokens
+            return teacher_samples(ws, lambda p, seed, n: self.hf.sample(p, seed, max_new_tokens=n, temperature=1.0),
+                                   r, self.seed(r), pre.teacher_samples, tokens, {"temperature": 1.0})
+        conf = sample_settings(ws.snapshot, pre.teacher_samples, pre.sample_tokens)
+        if self.teacher is None or conf["samples"] == 0:
+            return []
+        t, p = conf.get("temperature", 0.8), conf.get("top_p", 0.95)
+        return teacher_samples(ws, flax_sampler(self.teacher, t, p), r, self.seed(r), conf["samples"],
+                               conf["max_tokens"], {"temperature": t, "top_p": p})
+
+    def screen(self, r: int, pools: list[Pool]) -> tuple[dict[str, float], dict[str, str]]:
+        """Each augmenter's dev gain before the round's student trains, measured on the teacher
+        (trained on real text; judge-a with --teacher-hf): the cosine between the dev gradient and
+        the pool's (`gain.dev_gains`). An augmenter whose gain is not positive is dropped: a step on
+        its text does not point down the dev loss. Returns (gains, dropped augmenter -> why)."""
+        if self.dev is None or not pools:
+            return {}, {}
+        probe, model = ("teacher", self.teacher) if self.teacher is not None else (self.judges[0].name,
+                                                                                    self.judges[0].model)
+        gains = dev_gains(model.cfg, model.params, self.dev.packed, pools, self.ws.preset.batch,
+                          self.ws.settings.seed + 100 + r)
+        dropped = {a: f"dev gain {g:+.4f} <= 0 on the {probe}" for a, g in gains.items() if g <= 0}
+        for a, why in dropped.items():
+            self.ws.log(f"round {r}: {a} dropped ({why})")
+        return gains, dropped
+
     def distil(self, r: int, sel: Selection, kept: list[dict], weights: dict[str, float],
                last: RoundRecord | None, best: RoundRecord | None, plan: KDPlan) -> RoundRecord:
         """Train the round's student on real text plus every kept variant so far; measure the dev
         gain of each pool, which with the kept fractions sets the next round's weights."""
         ws = self.ws
         pools = self.build_pools(kept)
+        probe_gains, dropped = self.screen(r, pools)
+        pools = [p for p in pools if p.name not in dropped]
         if r == 1:
-            total = sum(len(p) for p in pools) or 1.0
-            weights = {p.name: round(float(len(p)) / total, 4) for p in pools}
+            weights = size_weights(pools)
+        weights = {a: w for a, w in weights.items() if a not in dropped}
         name = self.round_model(r)
-        info = self.train_student(plan, name, pools, weights, kd=plan.token_level, seed=ws.settings.seed, kept=kept)
+        rows = [x for x in kept if x["augmenter"] not in dropped]
+        info = self.train_student(plan, name, Arm(rows, pools, weights, plan.token_level), seed=ws.settings.seed)
         student = load_model(ws.models / name)
         gains = dev_gains(self.student_cfg, student.params, self.dev.packed, [self.real] + pools, ws.preset.batch,
                           ws.settings.seed + r) if self.dev is not None else {}
@@ -175,19 +217,19 @@ class Rounds:
             real_gain=gains.get("real"),
             next_weights=next_weights({p.name: kept_frac.get(p.name, 0.0) for p in pools}, gains),
             dev_bits_per_char=dev_bpc, test_bits_per_char=info["test_bits_per_char"],
-            improved=best is None or dev_bpc < best.dev_bits_per_char)
+            improved=best is None or dev_bpc < best.dev_bits_per_char, probe_gains=probe_gains, dropped=dropped)
         write_json(self.path(r, "round.json"), asdict(rec))
         ws.log(f"round {r}: student dev {dev_bpc:.4f} bits/char" + ("" if rec.improved else " (no better: stopping)"))
         return rec
 
     # -- the loop
-    def run(self, ablations: bool,
-            compare_tail: bool) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
+    def run(self, ablations: bool, compare_tail: bool,
+            study: bool = False) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
         """Every round (until dev stops improving), then every arm's seeds; the rounds, the best,
         the plan and the arms refused (name -> why)."""
         ws, s = self.ws, self.ws.settings
         first = self.select(1, {}, [])
-        kd_arms = 1 + (1 if ablations else 0) + (1 if compare_tail else 0)
+        kd_arms = 1 + (1 if ablations or study else 0) + (1 if compare_tail else 0)
         students = (s.rounds if s.rounds > 1 else 0) + s.seeds * kd_arms
         # the pools' size, estimated before judging: real text and every variant
         n_train = len(ws.snapshot.records("train"))
@@ -212,40 +254,44 @@ class Rounds:
                 best = rec
             if len(rounds) > 1 and not rec.improved:
                 break
-        refused = self.arms(plan, best, ablations, compare_tail)
+        refused = self.arms(plan, best, ablations, compare_tail, study)
         return rounds, best, plan, refused
 
-    def arms(self, plan: KDPlan, best: RoundRecord, ablations: bool, compare_tail: bool) -> dict[str, str]:
-        """Every arm, `--seeds` paired seeds each, on the best round's mixture; returns the arms
-        refused and why (`student_no_aug` when the teacher may have seen augmented text)."""
+    def arms(self, plan: KDPlan, best: RoundRecord, ablations: bool, compare_tail: bool,
+             study: bool = False) -> dict[str, str]:
+        """Every arm (`lm.distill.arms`), `--seeds` paired seeds each, on the best round's
+        mixture; returns the arms refused and why (`student_no_aug` when the teacher may have
+        seen augmented text)."""
         ws, s = self.ws, self.ws.settings
         kept = self.kept_until(best.round)
-        pools, weights = self.build_pools(kept), best.weights
-        arms: dict[str, tuple[list[Pool], dict[str, float], bool, str | None]] = {
-            "student": (pools, weights, plan.token_level, None), "baseline": ([], {}, False, None)}
+        used = [a for a in {x["augmenter"] for x in kept} if a not in best.dropped]
+        rows = [x for x in kept if x["augmenter"] in used]
+        pools, weights = self.build_pools(rows), best.weights
+        arms = {"student": Arm(rows, pools, weights, plan.token_level), "baseline": Arm([], [], {}, False)}
         refused: dict[str, str] = {}
-        if ablations:
+        if ablations or study:
+            lesson = [x for x in rows if x["augmenter"] == TEACHER_SAMPLE]
+            plain = [x for x in rows if x["augmenter"] != TEACHER_SAMPLE]
+            arms["student_no_kd"] = Arm(plain, [p for p in pools if p.name != TEACHER_SAMPLE], weights, False)
             if plan.mode == "seq":  # a Hugging Face teacher teaches by its samples
-                arms["student_no_kd"] = ([p for p in pools if p.name != TEACHER_SAMPLE], weights, False, None)
-                arms["student_no_aug"] = ([p for p in pools if p.name == TEACHER_SAMPLE], {TEACHER_SAMPLE: 1.0},
-                                          False, None)
+                arms["student_no_aug"] = Arm(lesson, [p for p in pools if p.name == TEACHER_SAMPLE],
+                                             {TEACHER_SAMPLE: 1.0}, False)
+            elif (why := augmentation_free(ws)) is None:
+                arms["student_no_aug"] = Arm([], [], {}, True)
             else:
-                arms["student_no_kd"] = (pools, weights, False, None)
-                why = augmentation_free(ws)
-                if why is None:
-                    arms["student_no_aug"] = ([], {}, True, None)
-                else:
-                    refused["student_no_aug"] = why
-                    ws.log(f"student_no_aug refused: {why}; it would not be augmentation-free")
+                refused["student_no_aug"] = why
+                ws.log(f"student_no_aug refused: {why}; it would not be augmentation-free")
+        if study:
+            arms.update(study_arms(self.judged_until(best.round), kept, used, weights, self.build_pools, s.seed))
         if compare_tail:
             if plan.top_k:
                 other = "renorm" if s.tail == "bucket" else "bucket"
-                arms[f"student_{other}"] = (pools, weights, True, other)
+                arms[f"student_{other}"] = Arm(rows, pools, weights, True, other)
             else:
                 ws.log("--compare-tail: the teacher's full distribution is used (no top-k): no tail to compare")
         for i in range(s.seeds):  # pair by pair: an interrupted run has whole pairs
-            for arm, (p, w, kd, tail) in arms.items():
-                self.train_student(plan, arm_model(arm, i), p, w, kd=kd, seed=s.seed + i, kept=kept, tail=tail)
+            for name, arm in arms.items():
+                self.train_student(plan, arm_model(name, i), arm, seed=s.seed + i)
         return refused
 
     # -- students
@@ -253,6 +299,14 @@ class Rounds:
         out: list[dict] = []
         for r in range(1, last + 1):
             out = merge(out, read_variants_file(self.path(r, "kept.parquet")))
+        return out
+
+    def judged_until(self, last: int) -> list[dict]:
+        """Every variant judged in rounds 1..`last` (kept or not)."""
+        out: list[dict] = []
+        for r in range(1, last + 1):
+            out = merge(out, [{c: x[c] for c in VARIANT_COLUMNS}
+                              for x in pq.read_table(self.path(r, "judged.parquet")).to_pylist()])
         return out
 
     def build_pools(self, kept: list[dict]) -> list[Pool]:
@@ -272,21 +326,21 @@ class Rounds:
                 pools.append(text_pool(name, ws.tok, [r["text"] for r in rows], ctx, sep))
         return pools
 
-    def train_student(self, plan: KDPlan, name: str, pools: list[Pool], weights: dict[str, float], kd: bool,
-                      seed: int, kept: list[dict], tail: str | None = None) -> dict[str, Any]:
+    def train_student(self, plan: KDPlan, name: str, arm: Arm, seed: int) -> dict[str, Any]:
         """A student (or baseline): the same shape, steps and schedule for every one; `seed` sets
-        its initial parameters and the order of its real sequences; `kept`: the variants behind
-        `pools` (recorded in its run.json)."""
+        its initial parameters and the order of its real sequences; the arm's variants are
+        recorded in its run.json."""
         ws, s, pre = self.ws, self.ws.settings, self.ws.preset
         info = ws.done(name)
         if info:
             return info
-        loss = s.loss(kd, tail, top_k=plan.top_k)
+        pools, weights, kd = arm.pools, arm.weights, arm.kd
+        loss = s.loss(kd, arm.tail, top_k=plan.top_k)
         data = Batches(self.real, pre.batch, seed, pools, weights, s.aug_share if pools else 0.0)
         names = [p.name for p in pools]
         ws.log(f"{name}: at most {pre.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
                f"real + {', '.join(names) or 'nothing else'}")
-        aug = [r for r in kept if r["augmenter"] in names]
+        aug = [r for r in arm.rows if r["augmenter"] in names]
         summary = ws.train(name, self.student_cfg, ws.schedule(name, pre.student_steps, pre.student_lr), data,
                            self.dev, seed=seed, loss=loss, teacher=plan.teacher if kd else None,
                            data_used=data_record(ws.snapshot, ["train"], None, aug),

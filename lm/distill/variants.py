@@ -1,6 +1,6 @@
 """Augmented text for the loop: variant files (Parquet with `VARIANT_COLUMNS`), the snapshot's
-augmented set (made with `pipelines.augment` when missing), a later round's fresh variants and a
-Hugging Face teacher's samples. The only module of `lm` that runs `pipelines` or `augment`; they
+augmented set (made with `pipelines.augment` when missing), a later round's fresh variants and the
+teacher's samples (ours or a Hugging Face model's). The only module of `lm` that runs `pipelines` or `augment`; they
 are imported where used (Apache Beam takes seconds to import, and a run that has its augmented
 text never needs it).
 """
@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -53,13 +53,6 @@ def merge(a: list[dict], b: list[dict]) -> list[dict]:
     """`a` then the variants of `b` it does not hold (by id)."""
     seen = {x["id"] for x in a}
     return a + [x for x in b if x["id"] not in seen]
-
-
-def noise_kinds(aug_dir: Path) -> dict[str, str | None]:
-    """Augmenter step name -> augmenter kind ("noise", "synonyms", ...) from the set's stats.json."""
-    path = aug_dir.parent / "stats.json"
-    stats = read_json(path) if path.is_file() else {}
-    return {n: a.get("augmenter") for n, a in stats.get("augmenters", {}).items()}
 
 
 def augment_seed(snapshot: Snapshot) -> int:
@@ -120,16 +113,44 @@ def augment_round(run: Path, snapshot: Snapshot, seed: int, weights: dict[str, f
     return read_variants(vdir / "augmented" / "train")
 
 
-def teacher_samples(ws: Workspace, hf: Any, r: int, seed: int) -> list[dict]:
-    """Sequence-level distillation: the Hugging Face teacher `hf` continues prefixes (the first
-    third of the words) of real train sentences; new texts become variants of their sentence."""
+def sample_settings(snapshot: Snapshot, preset_samples: int, preset_tokens: int) -> dict[str, Any]:
+    """The spec's `[augment.teacher_sample]` (checked by `augment.registry`) over the preset's
+    defaults: {"samples", "max_tokens", "temperature", "top_p"}; samples 0 turns it off."""
+    import tomllib
+    from augment.registry import parse_teacher_sample
+    path = snapshot.root / "spec.toml"
+    table = tomllib.loads(path.read_text(encoding="utf-8")).get("augment", {}) if path.is_file() else {}
+    try:
+        given = parse_teacher_sample(table.get("teacher_sample", {}))
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return {"samples": preset_samples, "max_tokens": preset_tokens, **given}
+
+
+def flax_sampler(model: Any, temperature: float, top_p: float) -> Callable[[list[str], int, int], list[str]]:
+    """(prefixes, seed, max new tokens) -> continuations by one of our models (`lm.generate`, a
+    key/value cache, one seed per prefix so a sample does not depend on its batch)."""
+    from lm.generate import generate
+
+    def sample(prefixes: list[str], seed: int, tokens: int) -> list[str]:
+        return [generate(model, p, max_tokens=tokens, temperature=temperature, top_p=top_p, seed=seed * 100_003 + i)
+                for i, p in enumerate(prefixes)]
+    return sample
+
+
+def teacher_samples(ws: Workspace, sampler: Callable[[list[str], int, int], list[str]], r: int, seed: int,
+                    samples: int, tokens: int, params: dict[str, Any]) -> list[dict]:
+    """Sequence-level distillation: the teacher continues prefixes (the first third of the words)
+    of `samples` seeded real train sentences; each new text becomes a variant of its sentence
+    (`augmenter = "teacher-sample"`, `parent_id` the sentence). `params` (temperature, ...) go into
+    the variants' provenance."""
     from pipelines.records import record_id
     path = ws.run / "rounds" / f"r{r}" / "teacher-samples.parquet"
     if path.is_file():
         return read_variants_file(path)
     recs = ws.snapshot.records("train")
     rng = np.random.default_rng([seed, 11])
-    picks = rng.permutation(len(recs))[: ws.preset.teacher_samples]
+    picks = rng.permutation(len(recs))[:samples]
     prefixes, parents = [], []
     for i in picks:
         words = recs[i]["text"].split(" ")
@@ -138,19 +159,18 @@ def teacher_samples(ws: Workspace, hf: Any, r: int, seed: int) -> list[dict]:
         prefixes.append(" ".join(words[: max(3, len(words) // 3)]))
         parents.append(recs[i]["id"])
     t = time.perf_counter()
-    tokens = ws.preset.sample_tokens
-    conts = hf.sample(prefixes, seed, max_new_tokens=tokens, temperature=1.0)
+    conts = sampler(prefixes, seed, tokens)
     known = {x["id"] for x in recs}
     rows, seen = [], set()
     for prefix, cont, parent in zip(prefixes, conts, parents):
-        text = (prefix + cont).strip()
+        text = " ".join((prefix + cont).split("\n")[0].split())
         rid = record_id(text)
         if not cont.strip() or rid in known or rid in seen:
             continue
         seen.add(rid)
         rows.append({"id": rid, "text": text, "parent_id": parent, "augmenter": TEACHER_SAMPLE,
-                     "params": json.dumps({"max_new_tokens": tokens, "temperature": 1.0,
-                                           "prefix": "first third of the words"}), "seed": int(seed)})
+                     "params": json.dumps({"max_new_tokens": tokens, **params,
+                                           "prefix": "first third of the words"}, sort_keys=True), "seed": int(seed)})
     ws.log(f"round {r}: {len(rows):,} teacher samples in {time.perf_counter() - t:.1f}s")
     write_variants(path, rows)
     return rows
