@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fmt, load_1m, machine, md_row, parser, read_results, readme_only, render, publish, timed_command  # noqa: E402
-from lm.distill.paired import ratio_interval  # noqa: E402
+from lm.distill.paired import paired_difference, ratio_interval  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "augment_study"
 RESULTS = ROOT / "bench" / "results" / "augment_study.json"
@@ -160,7 +160,7 @@ def rows_of(corpus: str, fraction: float, report: dict[str, Any]) -> list[dict[s
         n = min(len(vals), len(base))
         r = ratio_interval(vals[:n], base[:n])
         out.append({"corpus": corpus, "fraction": fraction, "arm": arm, "seeds": n, "mean": round(m["test_bits_per_char"], 4),
-                    "ratio_to_baseline": r["mean"], "ci95": r["ci95"],
+                    "ratio_to_baseline": r["mean"], "ci95": r["ci95"], "per_seed": [round(v, 6) for v in vals],
                     "best_steps": [s["best_step"] for s in m["per_seed"]], "steps": [s["steps"] for s in m["per_seed"]]})
     return out
 
@@ -187,26 +187,43 @@ def collect(corpus_name: str, fraction: float) -> dict[str, Any]:
 
 
 def plot(res: dict[str, Any]) -> None:
+    """Left: gain over the baseline against the train share (gl-ctg's main arms); right: every
+    arm at each corpus's smallest share. Gains in % of the baseline's bits/char, 95% intervals."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in res["rows"] if r["corpus"] == "gl-ctg" and r["arm"] in
-            ("student_no_kd", "student_no_aug", "student", "aug_random", "aug_unfiltered")]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for k, arm in enumerate(sorted({r["arm"] for r in rows})):
-        pts = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fraction"])
-        x = [r["fraction"] * 100 * (1 + 0.02 * (k - 2)) for r in pts]
-        y = [(1 - r["ratio_to_baseline"]) * 100 for r in pts]
-        err = [[(r["ci95"][1] - r["ratio_to_baseline"]) * 100 if r["ci95"] else 0 for r in pts],
-               [(r["ratio_to_baseline"] - r["ci95"][0]) * 100 if r["ci95"] else 0 for r in pts]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=LABELS.get(arm, arm))
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xticks([25, 50, 100], ["25%", "50%", "100%"])
-    ax.set_xlabel("share of gl-ctg train used (augmentation made from that share only)")
-    ax.set_ylabel("gain over the baseline, % of its test bits/char")
-    ax.set_title("gl-ctg: gain over the baseline vs data size (95% intervals, 3 paired seeds)", fontsize=9)
-    ax.legend(fontsize=7)
+
+    def gain(r: dict[str, Any]) -> tuple[float, list[float]]:
+        g = (1 - r["ratio_to_baseline"]) * 100
+        lo, hi = r["ci95"] or (r["ratio_to_baseline"],) * 2
+        return g, [g - (1 - hi) * 100, (1 - lo) * 100 - g]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    main = ("student_no_kd", "student_no_aug", "student")
+    for k, arm in enumerate(main):
+        pts = sorted((r for r in res["rows"] if r["corpus"] == "gl-ctg" and r["arm"] == arm), key=lambda r: r["fraction"])
+        if pts:
+            g = [gain(r) for r in pts]
+            left.errorbar([r["fraction"] * 100 * (1 + 0.03 * (k - 1)) for r in pts], [x for x, _ in g],
+                          yerr=list(zip(*[e for _, e in g])), marker="o", capsize=3, label=LABELS[arm])
+    left.axhline(0, color="grey", lw=0.8)
+    left.set_xticks([25, 50, 100], ["25%", "50%", "100%"])
+    left.set_xlim(15, 110)
+    left.set_xlabel("share of gl-ctg train (augmentation made from it alone)")
+    left.set_ylabel("gain over the baseline, % of its test bits/char")
+    left.set_title("gl-ctg: gain against data size", fontsize=9)
+    left.legend(fontsize=7)
+    small = [(c, min(r["fraction"] for r in res["rows"] if r["corpus"] == c)) for c in dict.fromkeys(r["corpus"] for r in res["rows"])]
+    bars = [r for c, f in small for r in res["rows"] if (r["corpus"], r["fraction"]) == (c, f) and r["arm"] != "baseline"]
+    g = [gain(r) for r in bars]
+    right.barh(range(len(bars)), [x for x, _ in g], xerr=list(zip(*[e for _, e in g])), capsize=2,
+               color=["tab:blue" if r["corpus"] == "gl-ctg" else "tab:orange" for r in bars])
+    right.set_yticks(range(len(bars)), [f"{r['corpus']} {r['fraction']:.0%}: {LABELS.get(r['arm'], r['arm'])}" for r in bars],
+                     fontsize=6)
+    right.invert_yaxis()
+    right.axvline(0, color="grey", lw=0.8)
+    right.set_xlabel("gain over the baseline, % (95% interval over 3 paired seeds)")
+    right.set_title("every arm at the smallest share", fontsize=9)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     plt.close(fig)
@@ -223,47 +240,80 @@ def table(res: dict[str, Any]) -> str:
 
 
 def findings(res: dict[str, Any]) -> dict[str, Any]:
-    """The verdicts the README states, computed from the rows."""
-    def row(corpus: str, fraction: float, arm: str) -> dict[str, Any] | None:
-        return next((r for r in res["rows"] if (r["corpus"], r["fraction"], r["arm"]) == (corpus, fraction, arm)), None)
+    """The verdicts the README states, computed from the rows: per setting, each arm's ratio to
+    the baseline and the paired differences that decide the defaults."""
+    def row(c: str, f: float, arm: str) -> dict[str, Any] | None:
+        return next((r for r in res["rows"] if (r["corpus"], r["fraction"], r["arm"]) == (c, f, arm)), None)
 
-    def below(r: dict[str, Any] | None, level: float = 1.0) -> bool:
-        return bool(r and r["ci95"] and r["ci95"][1] < level)
-
-    def above(r: dict[str, Any] | None) -> bool:
-        return bool(r and r["ci95"] and r["ci95"][0] > 1.0)
+    def pair(c: str, f: float, a: str, b: str) -> dict[str, Any] | None:
+        x, y = row(c, f, a), row(c, f, b)
+        if not x or not y:
+            return None
+        n = min(len(x["per_seed"]), len(y["per_seed"]))
+        d = paired_difference(x["per_seed"][:n], y["per_seed"][:n])
+        return {"seeds": d["seeds"], "mean": d["mean"], "ci95": d["ci95"]}
 
     out: dict[str, Any] = {"per_setting": []}
     for run in res["runs"]:
         c, f = run["corpus"], run["fraction"]
-        aug, kd, both = row(c, f, "student_no_kd"), row(c, f, "student_no_aug"), row(c, f, "student")
-        helped = sorted(r["arm"] for r in res["rows"] if (r["corpus"], r["fraction"]) == (c, f)
-                        and r["arm"].startswith("aug-") and below(r))
-        hurt = sorted(r["arm"] for r in res["rows"] if (r["corpus"], r["fraction"]) == (c, f)
-                      and r["arm"].startswith("aug-") and above(r))
-        rnd = row(c, f, "aug_random")
+        arms = {r["arm"]: r for r in res["rows"] if (r["corpus"], r["fraction"]) == (c, f)}
+        aug = arms.get("student_no_kd")
+        kd_aug = pair(c, f, "student", "student_no_aug")
         out["per_setting"].append({
             "corpus": c, "fraction": f,
-            "augmentation_helps": below(aug), "augmentation_hurts": above(aug),
-            "aim_aug_0.97": bool(aug and aug["ratio_to_baseline"] <= 0.97 and below(aug)),
-            "kd_aug_below_kd": bool(both and kd and both["mean"] < kd["mean"]),
-            "kd_aug_minus_kd": run.get("paired", {}).get("student_vs_student_no_aug"),
-            "judge_beats_random": (None if rnd is None or aug is None else aug["mean"] < rnd["mean"]),
-            "augmenters_helping": helped, "augmenters_hurting": hurt})
+            "ratio": {a: {"mean": r["ratio_to_baseline"], "ci95": r["ci95"], "verdict": verdict(r["ci95"])}
+                      for a, r in arms.items() if a != "baseline"},
+            "aim_aug_at_most_0.97": bool(aug and aug["ratio_to_baseline"] <= 0.97 and verdict(aug["ci95"]) == "helps"),
+            "kd_aug_minus_kd": kd_aug,
+            "aim_kd_aug_below_kd": bool(kd_aug and kd_aug["ci95"] and kd_aug["ci95"][1] < 0),
+            "judged_minus_random": pair(c, f, "student_no_kd", "aug_random"),
+            "judged_minus_unfiltered": pair(c, f, "student_no_kd", "aug_unfiltered"),
+            "dropped_by_the_loop": sorted(a for a, v in run["augmenters"].items() if v.get("dropped"))})
     return out
+
+
+def verdict(ci: list[float] | None) -> str:
+    """A ratio's 95% interval: below 1 helps, above 1 hurts, else not decided."""
+    if not ci:
+        return "one seed"
+    return "helps" if ci[1] < 1 else "hurts" if ci[0] > 1 else "not decided"
+
+
+def difference(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "-"
+    ci = f", 95% CI [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]" if p["ci95"] else ""
+    return f"{p['mean']:+.4f} bits/char{ci}"
 
 
 def readme_section(res: dict[str, Any]) -> str:
     f = findings(res)
     lines = []
     for s in f["per_setting"]:
-        lines.append(f"- {s['corpus']} at {s['fraction']:.0%}: augmentation without a teacher "
-                     f"{'helps (interval below 1)' if s['augmentation_helps'] else 'hurts (interval above 1)' if s['augmentation_hurts'] else 'is not distinguishable from the baseline'}; "
-                     f"KD + augmentation {'below' if s['kd_aug_below_kd'] else 'not below'} KD alone"
-                     + (f"; the judge's filter {'beats' if s['judge_beats_random'] else 'does not beat'} random filtering at the same kept fraction"
-                        if s["judge_beats_random"] is not None else "")
-                     + (f"; alone, helping: {', '.join(s['augmenters_helping']) or 'none'}, hurting: "
-                        f"{', '.join(s['augmenters_hurting']) or 'none'}" if s["corpus"] == "gl-ctg" and s["fraction"] == 0.25 else ""))
+        ratios = "; ".join(f"{LABELS.get(a, a)} {v['mean']:.4f} ({v['verdict']})" for a, v in s["ratio"].items())
+        lines.append(f"- **{s['corpus']} at {s['fraction']:.0%}**: ratio to the baseline: {ratios}.")
+        lines.append(f"  KD + augmentation - KD: {difference(s['kd_aug_minus_kd'])}"
+                     + (f"; judged - random filter: {difference(s['judged_minus_random'])}; judged - unfiltered: "
+                        f"{difference(s['judged_minus_unfiltered'])}" if s["judged_minus_random"] else "")
+                     + (f"; dropped by the loop's dev-gain screen: {', '.join(s['dropped_by_the_loop'])}"
+                        if s["dropped_by_the_loop"] else "") + ".")
+    gl = next((x for x in f["per_setting"] if (x["corpus"], x["fraction"]) == ("gl-ctg", 0.25)), None)
+    if gl:
+        best = min(("student_no_kd", "aug_random", "aug_unfiltered"), key=lambda a: gl["ratio"].get(a, {}).get("mean", 9))
+        r = gl["ratio"].get(best)
+        lines.append(f"- Aim, gl-ctg 25%: real + augmented text without a teacher at most 0.97 x the baseline with "
+                     f"the interval below 1: judged {'met' if gl['aim_aug_at_most_0.97'] else 'not met'} "
+                     f"({gl['ratio']['student_no_kd']['mean']:.3f}); the best filtering, {LABELS[best]}, "
+                     f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]. KD + augmentation below KD alone: "
+                     + ", ".join(f"{x['corpus']} {x['fraction']:.0%} {'yes' if x['aim_kd_aug_below_kd'] else 'no'}"
+                                 for x in f["per_setting"]) + ".")
+        alone = {a: v for a, v in gl["ratio"].items() if a.startswith("aug-")}
+        hurt = [a for a, v in alone.items() if v["verdict"] == "hurts"]
+        lines.append(f"- The loop's dev-gain screen (gradient cosine on the teacher) dropped "
+                     f"{', '.join(gl['dropped_by_the_loop']) or 'nothing'} at gl-ctg 25%, while alone "
+                     f"{', '.join(LABELS[a] for a in hurt) or 'none'} hurt: a positive gain there does not "
+                     "predict a positive effect." if hurt and not set(gl["dropped_by_the_loop"]) >= {a[4:] for a in hurt}
+                     else f"- The loop's dev-gain screen dropped {', '.join(gl['dropped_by_the_loop']) or 'nothing'} at gl-ctg 25%.")
     runs = [md_row(r["corpus"], f"{r['fraction']:.0%}", f"{r['train_records']:,}", f"{r['train_chars']:,}", r["dropout"],
                    f"{r['ngram']['test_bits_per_char']:.4f}", fmt((r.get('teacher') or {}).get('test_bits_per_char'), 4),
                    "; ".join(f"{a} {v['kept']}/{v['variants']}, {fmt(v.get('dev_gain'), 3, none='-')}"
@@ -271,8 +321,12 @@ def readme_section(res: dict[str, Any]) -> str:
             for r in res["runs"]]
     dropout = "; ".join(f"{c}: {v['chosen']} (dev bits/char " + ", ".join(f"{k}: {x:.4f}" for k, x in v["dev_bits_per_char"].items()) + ")"
                         for c, v in res.get("dropout_dev", {}).items())
+    ran = {(r["corpus"], r["fraction"]) for r in res["runs"]}
+    shares = ", ".join(f"{c} {f:.0%}{' (every arm)' if every else ''}" for c, f, every in PLAN if (c, f) in ran)
+    missing = [f"{c} {f:.0%} (`--entries {i}`)" for i, (c, f, _) in enumerate(PLAN) if (c, f) not in ran]
+    missing_note = (f"Planned but not run in these results: {', '.join(missing)}." if missing else "")
     return render("augment_study", title=SECTION, m=res["machine"], table=table(res), runs="\n".join(runs),
-                  findings="\n".join(lines), dropout=dropout)
+                  findings="\n".join(lines), dropout=dropout, shares=shares, missing=missing_note)
 
 
 def main(argv: list[str] | None = None) -> int:

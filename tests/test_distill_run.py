@@ -29,7 +29,7 @@ MODELS = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 FIELDS = {"params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}
 ARM_FIELDS = FIELDS | {"dev_sd", "test_sd", "seeds", "per_seed"}
 RUN_ARGS = ["--preset", "tiny", "--rounds", "2", "--seeds", "2", "--ablations", "--quiet", "--cache", "always",
-            "--noised-input"]
+            "--noised-input", "--keep-quantile", "0.9"]
 AUGMENT = """
 [augment]
 seed = 13

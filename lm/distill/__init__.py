@@ -9,7 +9,9 @@ text is worth learning from:
 2. Judges (`judge`): two models of the `judge` preset, each trained on one seeded half of the
    train records. A variant is scored (bits per character, batched and jitted, `lm.scoring`) by
    the judge that never saw its parent, and kept when no worse than the `--keep-quantile` Q
-   quantile of that judge's scores of the other half's real sentences. No judge ever scores
+   quantile of that judge's scores of the other half's real sentences (default 1.0: only
+   variants worse than every sampled real sentence go; a tighter filter did not beat a random
+   one in bench/augment_study.py). No judge ever scores
    text it trained on: every call checks it by id against the judge's `run.json` `data`.
 3. Teacher (`teachers`): trained here with the `teacher` preset on real train text only, to
    convergence (dropout, early stopping on dev); or `--teacher RUN` (one of our run folders) or
@@ -22,8 +24,8 @@ text is worth learning from:
    read more teacher tokens than the cache holds. Noise variants are the student's input while
    their clean parents stay the targets (`--no-noised-input` makes them targets too). The
    teacher's samples continuing real train prefixes join the augmented text as augmenter
-   `teacher-sample`, judged like the rest: our teacher's with the spec's
-   `[augment.teacher_sample]` (temperature, top-p, how many), an augmenter for any language; with
+   `teacher-sample`, judged like the rest: our teacher's when the spec's
+   `[augment.teacher_sample]` asks (how many, temperature, top-p), an augmenter for any language; with
    `--teacher-hf`, sequence-level distillation from that model. Before the student trains, each
    augmenter's dev gain is measured on the teacher and one whose gain is not positive is dropped
    (the report says which and why).

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, help=f"KL on the teacher's top K tokens (default: all; {DEFAULT_CACHE_K} when cached)")
     p.add_argument("--tail", choices=("bucket", "renorm"), help="top-k: keep the missing mass as a bucket, or renormalise")
     p.add_argument("--cache", choices=("auto", "always", "never"), help="top-k teacher cache (auto: when it pays)")
-    p.add_argument("--keep-quantile", type=float, help="drop variants worse than this quantile of real sentences (0.9)")
+    p.add_argument("--keep-quantile", type=float, help="drop variants worse than this quantile of real sentences (1.0: only those worse than all)")
     p.add_argument("--aug-share", type=float, help="share of training sequences from augmented text")
     p.add_argument("--noised-input", action=argparse.BooleanOptionalAction, default=None,
                    help="noise variants as student input with their clean parents as targets (default: on)")

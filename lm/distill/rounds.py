@@ -165,7 +165,7 @@ class Rounds:
             tokens = pre.sample_tokens
             return teacher_samples(ws, lambda p, seed, n: self.hf.sample(p, seed, max_new_tokens=n, temperature=1.0),
                                    r, self.seed(r), pre.teacher_samples, tokens, {"temperature": 1.0})
-        conf = sample_settings(ws.snapshot, pre.teacher_samples, pre.sample_tokens)
+        conf = sample_settings(ws.snapshot, pre.own_teacher_samples, pre.sample_tokens)
         if self.teacher is None or conf["samples"] == 0:
             return []
         t, p = conf.get("temperature", 0.8), conf.get("top_p", 0.95)

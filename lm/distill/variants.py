@@ -163,7 +163,9 @@ def teacher_samples(ws: Workspace, sampler: Callable[[list[str], int, int], list
     known = {x["id"] for x in recs}
     rows, seen = [], set()
     for prefix, cont, parent in zip(prefixes, conts, parents):
-        text = " ".join((prefix + cont).split("\n")[0].split())
+        # a record may hold several lines (verse, dialogue): the sample runs to the teacher's
+        # end of record, each line's spaces tidied
+        text = "\n".join(" ".join(line.split()) for line in (prefix + cont).strip().split("\n"))
         rid = record_id(text)
         if not cont.strip() or rid in known or rid in seen:
             continue
