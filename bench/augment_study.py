@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,6 @@ def subset(corpus: Path, fraction: float) -> Path:
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     table = pq.read_table(src / "train")
     keep = [in_fraction(i, fraction) for i in table.column("id").to_pylist()]
-    import pyarrow as pa
     table = table.filter(pa.array(keep))
     (vdir / "train").mkdir()
     shard = vdir / "train" / "train-00000-of-00001.parquet"
