@@ -9,6 +9,11 @@ corpus separator: "\\n\\n" when a source of the spec holds whole paragraphs or d
 gives back the published validation text exactly, less the file's final newline), otherwise
 "\\n" (lines, sentences: one record a line, e.g. gl-ctg). Training packs documents (records of one
 `doc`, joined the same way) with an end-of-sequence token between them.
+
+Every shard is checked before it is read (`checked_shards`): a split folder against the
+version's manifest.json, the augmented set against its stats.json. A shard whose sha256 differs
+from the listing, a listed shard that is missing, or a Parquet file the listing does not name is
+a DataError, so a test shard copied over the train shard is never trained on.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm.errors import DataError
+from lm.files import sha256_file
 
 SPLITS = ("train", "dev", "test")
 WHOLE_UNIT_FORMATS = ("paragraphs", "document")
@@ -67,13 +73,62 @@ class Snapshot:
         return self.root / "augmented"
 
 
+LISTINGS = ("manifest.json", "stats.json")  # a version's shards; the augmented set's shards
+
+
+def shard_listing(folder: Path) -> dict[str, dict[str, Any]] | None:
+    """Path (relative to `folder`) -> {"sha256", "rows"} of the shards that the listing in or
+    beside `folder` (manifest.json of a version, stats.json of the augmented set) names under it;
+    None when `folder` is not part of a snapshot (e.g. a user's own `--augmented` folder)."""
+    # The listing sits in `folder` itself (VERSION/augmented) or beside it (VERSION/train).
+    for where, prefix in ((folder, ""), (folder.parent, folder.name + "/")):
+        for name in LISTINGS:
+            path = where / name
+            if not path.is_file():
+                continue
+            try:
+                shards = json.loads(path.read_text(encoding="utf-8")).get("shards")
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read {path}: {exc}") from exc
+            if shards is not None:
+                return {s["path"][len(prefix):]: s for s in shards if s["path"].startswith(prefix)}
+    return None
+
+
+def checked_shards(folder: Path) -> list[Path]:
+    """The Parquet files under `folder`, each checked against the snapshot's listing (see the
+    module doc); a DataError names the first file that does not match."""
+    folder = Path(folder)
+    files = sorted(folder.rglob("*.parquet"))
+    listing = shard_listing(folder)
+    if listing is None:
+        return files
+    present = {f.relative_to(folder).as_posix(): f for f in files}
+    extra = sorted(set(present) - set(listing))
+    if extra:
+        raise DataError(f"{present[extra[0]]}: a Parquet file that the snapshot's listing does not name; "
+                        "remove it or rebuild the snapshot")
+    for rel, entry in sorted(listing.items()):
+        if rel not in present:
+            raise DataError(f"{folder / rel}: missing; the snapshot lists it ({entry['rows']} rows)")
+        if sha256_file(present[rel]) != entry["sha256"]:
+            raise DataError(f"{present[rel]}: sha256 differs from the snapshot's listing (the shard was changed "
+                            "or replaced after publication); rebuild the snapshot")
+    return files
+
+
 def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         raise DataError(f"split {split!r} not found: no Parquet shards in {folder}")
+    files = checked_shards(folder)
     try:
-        rows = pq.read_table(folder, columns=["text", "source", "doc", "pos", "id"]).to_pylist()
+        rows = pq.read_table(files, columns=["text", "source", "doc", "pos", "id"]).to_pylist()
     except Exception as exc:  # pyarrow raises many types; the message names the folder
         raise DataError(f"cannot read split {split!r} in {folder}: {exc}") from exc
+    listing = shard_listing(folder)
+    if listing is not None and len(rows) != sum(s["rows"] for s in listing.values()):
+        raise DataError(f"split {split!r} in {folder}: {len(rows)} rows, the manifest says "
+                        f"{sum(s['rows'] for s in listing.values())}")
     # Shards are sorted inside but chosen by id hash, so sort across them.
     rows.sort(key=lambda r: (r["source"], r["doc"], r["pos"], r["id"]))
     return rows
@@ -92,7 +147,7 @@ def augmenter_kinds(folder: Path) -> dict[str, str | None]:
 def read_columns(folder: Path, columns: list[str], optional: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The rows (only `columns`, plus the `optional` ones a shard has; None where it has not) of
     every Parquet shard under `folder`, in file order."""
-    files = sorted(Path(folder).rglob("*.parquet"))
+    files = checked_shards(Path(folder))
     if not files:
         raise DataError(f"no Parquet files with augmented text in {folder}")
     rows: list[dict[str, Any]] = []

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 
 from lm import parallel
 from lm.decode import CachedDecoder, make_runner
-from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
+from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, verify
 from lm.errors import CheckpointError, UsageError, first_line
 from lm.files import read_json, sha256_file
 from lm.hf_model import HFModel
@@ -129,6 +129,7 @@ def load_run_dir(path: Path, checkpoint: str = "best") -> FlaxModel:
     if step is None:
         raise CheckpointError(f"no checkpoint in {path / which}: train first (python -m lm.train ... --out {path})")
     folder = path / which / str(step)
+    verify(folder)
     # restore only the parameters, onto this process's first device, whatever the mesh that
     # saved them (a run trained on two devices loads on one)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -6,7 +6,9 @@
   `data` key (`data_record`) says what the model trained on: snapshot, version, splits, which
   records (all, or the ids of a subset) and the augmented variants (count and a hash of their
   ids), so that no one judges text with a model that has seen it (`seen_by`).
-* `metrics.jsonl`: one JSON object a line, appended (`Metrics`).
+* `metrics.jsonl`: one JSON object a line, appended (`Metrics`). A resume first cuts it back to
+  the checkpoint's step (`cut_metrics`): rows logged after that checkpoint by a killed process
+  are logged again, and would otherwise be there twice.
 * `DONE.json`: written after a model's final checkpoint and evaluation (`lm.distill`: a model
   whose folder holds it is not trained again).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -77,6 +80,29 @@ class Metrics:
 
     def close(self) -> None:
         self._f.close()
+
+
+def cut_metrics(out: Path, step: int) -> int:
+    """Keep the rows of `metrics.jsonl` up to `step` (where training resumes), atomically; also drops
+    a line a kill cut short. Returns the number of lines dropped."""
+    path = Path(out) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int) or row["step"] <= step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def read_metrics(out: Path) -> list[dict[str, Any]]:

@@ -5,12 +5,19 @@ never seen in training), identity normalisation and no dummy prefix or whitespac
 decoded text is the input, byte for byte), and "\\n" as a piece of its own (records are
 joined with newlines). Training is deterministic: one thread, every sentence, no shuffling, so
 the same text gives a byte-identical model; its sha256 keys the token cache.
+
+A vocabulary size the text cannot support is a DataError stating the valid range
+(`vocab_range`): at least the text's characters + 256 byte pieces + specials, at most what
+training can find in it. SentencePiece reports one bound in its error; the other comes from
+one more call that fails fast (the minimum is checked before training) or, for texts up to
+MAX_PROBE_CHARS, from one more training run (the maximum is known only after it).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import math
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,6 +32,10 @@ MAX_LINE_CHARS = 4096          # SentencePiece's own sentence limit is in bytes;
 MAX_TRAIN_CHARS = 50_000_000   # cap for huge corpora: the first lines, in reading order
 MIN_VOCAB, MAX_VOCAB = 512, 32768
 UNK, EOS = 0, 1                # ids fixed by the trainer options below; no BOS or PAD pieces
+PROBE_SMALL, PROBE_LARGE = 4, 1 << 22   # below / above any text's bounds, to make SentencePiece name them
+MAX_PROBE_CHARS = 2_000_000    # finding the maximum costs a training run: ~1 s per 300k characters
+_TOO_SMALL = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
+_TOO_LARGE = re.compile(r"too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
 class Tokenizer:
@@ -104,20 +115,64 @@ def train_tokenizer(texts: list[str], vocab_size: int | None = None, model_type:
     if not lines:
         raise DataError("no training text for the tokenizer: the train split is empty")
     size = vocab_size or default_vocab_size(n_chars)
-    buf = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=buf, vocab_size=size, model_type=model_type,
-            byte_fallback=True, character_coverage=0.9999, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
-            split_digits=True, user_defined_symbols=["\n"],
-            unk_id=UNK, eos_id=EOS, bos_id=-1, pad_id=-1,
-            # determinism: one thread, all sentences, in order
-            num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-            max_sentence_length=4 * MAX_LINE_CHARS + 16, minloglevel=2,
-        )
+        model = _train(lines, size, model_type)
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot train a {size}-piece {model_type} tokenizer on {n_chars} characters of "
-                        f"training text ({reason}); give a smaller --vocab-size or more text") from exc
-    return Tokenizer(buf.getvalue(), model_type)
+        what = f"cannot train a {size}-piece {model_type} tokenizer on {n_chars} characters of training text"
+        raise DataError(f"{what}: {_size_advice(lines, size, vocab_size is None, model_type, exc)}") from exc
+    return Tokenizer(model, model_type)
+
+
+def _train(lines: list[str], size: int, model_type: str) -> bytes:
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=size, model_type=model_type,
+        byte_fallback=True, character_coverage=0.9999, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
+        split_digits=True, user_defined_symbols=["\n"],
+        unk_id=UNK, eos_id=EOS, bos_id=-1, pad_id=-1,
+        # determinism: one thread, all sentences, in order
+        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
+        max_sentence_length=4 * MAX_LINE_CHARS + 16, minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def _bound(lines: list[str], size: int, model_type: str, pattern: re.Pattern[str]) -> int | None:
+    """The bound SentencePiece names when asked for `size` pieces (None if it names none)."""
+    try:
+        _train(lines, size, model_type)
+    except RuntimeError as exc:
+        m = pattern.search(str(exc))
+        return int(m[2]) if m else None
+    return None
+
+
+def vocab_range(lines: list[str], model_type: str, error: str = "") -> tuple[int | None, int | None]:
+    """(fewest, most) pieces a tokenizer of `lines` can have; `error`: SentencePiece's message for a
+    size out of range, which names one bound. The maximum is left None for texts past MAX_PROBE_CHARS."""
+    low = _TOO_SMALL.search(error)
+    high = _TOO_LARGE.search(error)
+    lo = int(low[2]) if low else _bound(lines, PROBE_SMALL, model_type, _TOO_SMALL)
+    hi = int(high[2]) if high else None
+    if hi is None and sum(len(x) for x in lines) <= MAX_PROBE_CHARS:
+        hi = _bound(lines, PROBE_LARGE, model_type, _TOO_LARGE)
+    return lo, hi
+
+
+def _size_advice(lines: list[str], size: int, default: bool, model_type: str, exc: RuntimeError) -> str:
+    """Why `size` failed, with the valid range when SentencePiece's error is about the size."""
+    error = str(exc).strip()
+    name = f"the default vocabulary size {size} (from the text's length)" if default else f"--vocab-size {size}"
+    if not (_TOO_SMALL.search(error) or _TOO_LARGE.search(error)):
+        reason = error.splitlines()[-1] if error else type(exc).__name__
+        return f"{reason}; give a smaller --vocab-size or more text"
+    lo, hi = vocab_range(lines, model_type, error)
+    if lo is not None and hi is not None and lo > hi:
+        return f"no vocabulary size works: the text needs {lo} pieces but allows only {hi}; give more text"
+    span = (f"between {lo} and {hi}" if lo is not None and hi is not None
+            else f"at least {lo}" if lo is not None else f"at most {hi}")
+    if _TOO_SMALL.search(error):
+        return (f"{name} is below the {lo} pieces this text needs (its characters + 256 byte-fallback pieces "
+                f"+ specials); give a larger --vocab-size, {span}")
+    return f"{name} is above the {hi} pieces this text allows; give a smaller --vocab-size, {span}, or more text"

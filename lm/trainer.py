@@ -13,6 +13,7 @@ folder and keeps there:
   scored whole (block windows: an upper bound of `lm.evaluate`'s sliding-window figure).
   `train_seconds` counts the steps only (not compilation, evaluation or saving), `elapsed` the
   wall time, both summed over resumes.
+  A resume first cuts the rows logged after its checkpoint (`lm.run.cut_metrics`): steps stay unique.
 
 One jitted step (`make_step`) serves every loss (`lm.losses`): cross-entropy, or CE plus KL to a
 teacher whose forward runs inside the step (`Teacher(cfg, params)`), or whose top-k outputs come
@@ -48,7 +49,7 @@ from lm.data import Batch, Batches, Packed, Pool
 from lm.errors import TrainingDiverged, UsageError
 from lm.losses import LossConfig, TopK, distill_loss, token_nll, topk_of
 from lm.model import ModelConfig, count_params, init_params, make_apply, make_train_apply
-from lm.run import Metrics
+from lm.run import Metrics, cut_metrics
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, dat
         cache.fill(data.pools, data.plan(loop.steps - start), loop.batch, loop.quiet)
     tokens_per_step = loop.batch * cfg.context
 
+    cut_metrics(out, start)  # rows a killed process logged after the checkpoint are logged again
     metrics = Metrics(out)
     bar = tqdm(total=loop.steps, initial=start, disable=loop.quiet, unit="step", desc=loop.desc, dynamic_ncols=True)
     step, seconds, tokens, timed_tokens = start, seconds0, tokens0, 0

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -34,15 +33,17 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from augment.base import AugmenterError, record_seed
+from augment.util import write_text_atomic
 from augment.filters import VariantFilter
 from augment.registry import AugmentConfig, Step, parse_augment
 from augment.words import WORD
 from pipelines.cli import command_parser, parse_command, print_result
 from pipelines.errors import SourceError, SpecError, run_cli
 from pipelines.records import REJECTED, Stage, StageOutput, record_id, reject
-from pipelines.snapshot import cleaned_on_failure, replace_folder, resolve_version
+from pipelines.snapshot import (augmented_staging_dir, cleaned_on_failure, holding_corpus_lock, replace_folder,
+                                resolve_version, verify_shards)
 from pipelines.spec import CorpusSpec, load_spec, parse_spec
-from pipelines.write import WriteShards, json_bytes, jsonl_bytes, write_bytes
+from pipelines.write import WriteShards, card_front_matter, json_bytes, jsonl_bytes, with_front_matter, write_bytes
 
 AUGMENTED = "augmented"
 SCHEMA = pa.schema([
@@ -281,10 +282,12 @@ class _WriteStats(beam.DoFn):
         yield doc
 
 
+@holding_corpus_lock  # a killed run's staging goes first; no build or refresh prunes the version meanwhile
 def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: str | None = None,
                      seed: int | None = None, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Augment a snapshot's train split; returns the stats document."""
     vdir = resolve_version(corpus_dir, version)
+    verify_shards(vdir)  # parents must be the published train split, not whatever sits there now
     if spec is None:
         spec_path = os.path.join(vdir, "spec.toml")
         with open(spec_path, encoding="utf-8") as f:
@@ -297,7 +300,7 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
         raise SpecError(f"{spec.path}: {exc}") from None
     seed = config.seed if seed is None else seed
     target = os.path.join(vdir, AUGMENTED)
-    staging = os.path.join(vdir, f".{AUGMENTED}-staging-{uuid.uuid4().hex[:8]}")
+    staging = augmented_staging_dir(vdir)
     # Backends that cannot start (a missing Apertium pair or thesaurus) fail here, in one line.
     for step in config.steps:
         try:
@@ -308,8 +311,19 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
             _ = p | "AugmentSnapshot" >> AugmentSnapshot(vdir, staging, config, spec.language, seed)
     replace_folder(staging, target)
+    add_augmented_config(vdir, spec)
     with open(os.path.join(target, "stats.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def add_augmented_config(vdir: str, spec: CorpusSpec) -> None:
+    """Declare the variants in the dataset card, so `datasets.load_dataset(VERSION, "augmented")`
+    finds them; the rest of the card is kept as it is."""
+    card = os.path.join(vdir, "README.md")
+    if os.path.isfile(card):
+        with open(card, encoding="utf-8") as f:
+            text = f.read()
+        write_text_atomic(card, with_front_matter(text, card_front_matter(spec.name, spec.language, augmented=True)))
 
 
 def summary_text(stats: dict[str, Any]) -> str:

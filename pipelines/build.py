@@ -12,7 +12,11 @@ duplicate, and stats.json says so: input = kept + rejected + duplicates.
 The version is a content hash of the spec, the source checksums and the pipeline code, so the
 same inputs always give the same version and the same bytes.
 
-Exit codes: 0 ok, 1 a source or the build failed, 2 a usage or spec error.
+A source rejected whole (binary, UTF-16 without `encoding`) and an empty result (no record
+kept, an empty split) are said on stderr, one line each; an empty result is still published,
+so it can be inspected, but exits 1 unless `--allow-empty`.
+
+Exit codes: 0 ok, 1 a source or the build failed or the result is empty, 2 a usage or spec error.
 """
 from __future__ import annotations
 
@@ -23,24 +27,29 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import command_parser, parse_command, print_result
 from pipelines.corpus import stage_snapshot
-from pipelines.errors import run_cli
+from pipelines.errors import ScarceError, run_cli
 from pipelines.fetch import ResolvedSource, resolve_sources
 from pipelines.lock import CorpusLock
+from pipelines.notices import ALLOW_EMPTY_HINT, empty_warnings, warn, whole_source_warnings
 from pipelines.snapshot import clean_stale_staging, publish
 from pipelines.spec import CorpusSpec, load_spec
 
 
 def build(spec: CorpusSpec, out: str, mirror: str | None = None, beam_args: list[str] | None = None,
           resolved: list[ResolvedSource] | None = None) -> dict[str, Any]:
-    """Build and publish a snapshot; returns a summary with the version, paths and stats."""
+    """Build and publish a snapshot; returns a summary with the version, paths, stats and the
+    warnings it printed (`empty` when nothing was kept or a split is empty)."""
     resolved = resolved if resolved is not None else resolve_sources(spec, mirror)
     corpus_dir = FileSystems.join(out, spec.name)
     with CorpusLock(corpus_dir):
         clean_stale_staging(corpus_dir)
         staged = stage_snapshot(spec, out, resolved, beam_args)
         target = publish(corpus_dir, staged.staging, staged.version)
+    empty = empty_warnings(spec.name, staged.version, staged.stats)
+    warnings = whole_source_warnings(spec, staged.stats) + empty
+    warn(warnings)
     return {"name": spec.name, "version": staged.version, "path": target, "stats": staged.stats,
-            "processed_sources": staged.processed}
+            "processed_sources": staged.processed, "warnings": warnings, "empty": bool(empty)}
 
 
 def summary_text(result: dict[str, Any]) -> str:
@@ -55,11 +64,14 @@ def summary_text(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("build", __doc__, "print the summary as JSON",
-                            out_help="output folder (local, gs:// or s3://)", mirror=True)
+                            out_help="output folder (local, gs:// or s3://)", mirror=True, allow_empty=True)
     parser.add_argument("spec", help="corpus spec, e.g. corpora/gl-ctg.toml")
     args, beam_args = parse_command(parser, argv)
     result = build(load_spec(args.spec), args.out, args.mirror, beam_args)
     print_result(result, args.json, summary_text)
+    if result["empty"] and not args.allow_empty:
+        raise ScarceError(f"{result['name']} {result['version']}: published, but empty (see the warnings above); "
+                          f"{ALLOW_EMPTY_HINT}")
     return 0
 
 

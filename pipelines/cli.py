@@ -2,31 +2,37 @@
 
 Each parses its own arguments and leaves the rest to Beam (`--runner`, `--direct_num_workers`,
 ...): an option neither takes is a usage error (exit 2), not something Beam silently ignores.
-Each prints a human summary, or its result as JSON with `--json`.
+Each prints a human summary, or its result as JSON with `--json`. `--out` is checked before any
+work: a file there is a usage error (exit 2), a folder that cannot be written a failure (exit 1).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.errors import SpecError
+from pipelines.errors import ScarceError, SpecError
 
 MIRROR_HELP = "serve URL sources from this folder (or set SCARCE_LM_MIRROR)"
+ALLOW_EMPTY_HELP = "exit 0 even when no record is kept or a split is empty (they are still warned about)"
 
 
 def command_parser(command: str, doc: str, json_help: str, out_help: str | None = None,
-                   mirror: bool = False) -> argparse.ArgumentParser:
+                   mirror: bool = False, allow_empty: bool = False) -> argparse.ArgumentParser:
     """The parser of `python -m pipelines.COMMAND`, described by the first paragraph of `doc`,
-    with `--json` and, where given, `--out` (required) and `--mirror`."""
+    with `--json` and, where given, `--out` (required), `--mirror` and `--allow-empty`."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{command}", description=doc.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if out_help:
         parser.add_argument("--out", required=True, help=out_help)
     if mirror:
         parser.add_argument("--mirror", help=MIRROR_HELP)
+    if allow_empty:
+        parser.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     parser.add_argument("--json", action="store_true", help=json_help)
     return parser
 
@@ -35,7 +41,22 @@ def parse_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> tu
     """Our arguments, and the rest for Beam (checked to be Beam's)."""
     args, beam_args = parser.parse_known_args(argv)
     check_beam_args(beam_args)
+    if getattr(args, "out", None):
+        check_out(args.out)
     return args, beam_args
+
+
+def check_out(out: str) -> None:
+    """A local `--out` must be a folder that can be written, or be creatable in one."""
+    if "://" in out:
+        return  # gs://, s3://: the file system says at the first write
+    existing = Path(out).absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ScarceError(f"--out {out}: cannot write in {existing} (permission denied or read-only)")
 
 
 def check_beam_args(beam_args: list[str]) -> None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from augment.util import cache_dir, write_json_atomic
 from pipelines.errors import SourceError
-from pipelines.spec import CorpusSpec, Source, resolve_path
+from pipelines.spec import CorpusSpec, Source, is_loopback_http, resolve_path
 
 MIRROR_ENV = "SCARCE_LM_MIRROR"
 TIMEOUT_S = 60
@@ -80,6 +80,24 @@ class Mirror:
         return matches[0] if matches else None
 
 
+class UnsafeRedirect(SourceError):
+    """A redirect that would leave https: refused, so the https-only rule cannot be bypassed."""
+
+
+class HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to https, or from plain loopback http (tests, a local daemon) to
+    loopback http; anything else raises UnsafeRedirect naming both URLs."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        old = req.full_url
+        if not (newurl.startswith("https://") or (is_loopback_http(old) and is_loopback_http(newurl))):
+            raise UnsafeRedirect(f"refusing the redirect from {old} to {newurl}: it leaves https")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(HttpsOnlyRedirects())
+
+
 class NotModified(Exception):
     """The server answered 304 to a conditional request."""
 
@@ -101,7 +119,7 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
     size = 0
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+        with os.fdopen(fd, "wb") as out, _OPENER.open(request, timeout=TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             seen = {k: v for k, v in (("etag", resp.headers.get("ETag")),
                                       ("last_modified", resp.headers.get("Last-Modified"))) if v}
@@ -123,6 +141,8 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         return final, digest, seen
+    except UnsafeRedirect as exc:
+        raise SourceError(f"source {label}: {exc}") from None
     except urllib.error.HTTPError as exc:
         if exc.code == 304:
             raise NotModified(url) from None

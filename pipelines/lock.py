@@ -25,13 +25,16 @@ class CorpusLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "CorpusLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only mount, no permission, a file in the way
+            raise ScarceError(f"{self.path.parent}: cannot write the corpus folder ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise Busy(f"{self.path.parent}: another refresh or build holds {self.path}; try again later") from None
+            raise Busy(f"{self.path.parent}: another build, refresh or augment holds {self.path}; try again later") from None
         self.fd = fd  # nothing is written: an unchanged refresh leaves every file as it was
         return self
 

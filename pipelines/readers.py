@@ -1,9 +1,13 @@
 """Read one source into raw units (lines, paragraphs, documents, JSON or table rows).
 
 A reader yields ("ok", record) or ("rejected", rejection); it never raises for bad content:
-a binary or empty file, undecodable bytes, a unit over the size cap or a malformed JSON line
-all become rejections with a reason and an offset. Offsets are character offsets into the
-decoded file (row numbers for tables).
+a binary or empty file, undecodable bytes, a NUL byte, a unit over the size cap or a malformed
+JSON line all become rejections with a reason and an offset. Offsets are character offsets into
+the decoded file (row numbers for tables).
+
+A text file is decoded with its declared encoding first, then judged: a unit holding a NUL is
+rejected alone (`nul_byte`); only a file that is binary throughout, or UTF-16 read without
+`encoding = "utf-16"`, is rejected whole (WHOLE_SOURCE; the build says so on stderr too).
 
 For a `tail` split the decoded text is cut at exact character boundaries first (dev = the
 `dev` fraction before the last `test` fraction), so the test split is exactly the file's tail,
@@ -11,6 +15,7 @@ as in nanoGPT's and char-rnn's published character-level numbers.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from pathlib import Path
@@ -22,6 +27,38 @@ Event = tuple[str, dict[str, Any]]
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SNIFF = 8192
+# NUL and C0 controls that text does not use (tab, newlines, form feeds and ESC are text's);
+# past this share of a file's characters it is binary, not text with a few bad lines.
+_DROP_CONTROL = {c: None for c in [*range(0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)]}
+_BINARY_SHARE = 0.05
+# Reasons that reject a whole source, and what to tell the user about each.
+WHOLE_SOURCE = {
+    "binary": "NUL or control bytes throughout, not text",
+    "undeclared_utf16": 'looks like UTF-16: set encoding = "utf-16" in source {name}',
+    "empty_source": "empty, no text",
+    "bad_parquet": "not a readable Parquet file",
+    "missing_column": "has no such column",
+}
+
+
+def whole_source_hint(reason: str, name: str) -> str:
+    """The one-line explanation of a whole-source rejection, for its detail and for stderr."""
+    return WHOLE_SOURCE[reason].format(name=name)
+
+
+def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """Like surrogateescape, but for every byte value and every codec (UTF-16 too): an
+    undecodable byte b becomes U+DC00 + b, and encodes back to b, so a snippet shows the bytes."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "".join(chr(0xDC00 + b) for b in exc.object[exc.start:exc.end]), exc.end
+    if isinstance(exc, UnicodeEncodeError):
+        chars = exc.object[exc.start:exc.end]
+        if all(0xDC00 <= ord(c) <= 0xDCFF for c in chars):
+            return bytes(ord(c) - 0xDC00 for c in chars), exc.end
+    raise exc
+
+
+codecs.register_error("scarce-escape", _escape)
 
 
 def source_info(resolved: Any, spec: Any) -> dict[str, Any]:
@@ -52,30 +89,55 @@ def _unit(info: dict[str, Any], text: str, doc: str, pos: int, offset: int, spli
 
 
 def _check_unit(info: dict[str, Any], text: str, offset: int) -> dict[str, Any] | None:
-    """A rejection for undecodable bytes or an oversized unit, else None."""
+    """A rejection for an oversized unit, a NUL byte or undecodable bytes, else None."""
     limit = info["max_record_bytes"]
-    if len(text) * 4 > limit and len(text.encode("utf-8", "surrogateescape")) > limit:
+    if len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
         return rejection("read", "too_long", info["name"], offset, text, chars=len(text))
+    nul = text.find("\0")
+    if nul >= 0:  # never stripped: text with a NUL in it was damaged somewhere
+        return rejection("read", "nul_byte", info["name"], offset, text, detail=f"NUL byte at char {nul} of the unit")
     bad = _SURROGATE.search(text)
     if bad:
-        raw = text.encode("utf-8", "surrogateescape")
+        raw = text.encode(info["encoding"], "scarce-escape")
         return rejection("read", f"bad_{info['encoding'].replace('-', '').lower()}", info["name"], offset, raw,
                          detail=f"undecodable byte at char {bad.start()} of the unit")
     return None
 
 
+def _looks_utf16(raw: bytes) -> bool:
+    """A byte-order mark, or a NUL in (nearly) every other byte: UTF-16 text of a Latin script."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    sample = raw[:_SNIFF]
+    half = len(sample) // 2
+    if half < 8:
+        return False
+    even, odd = sample[0::2].count(0) / half, sample[1::2].count(0) / half
+    return max(even, odd) > 0.9 and min(even, odd) < 0.1
+
+
+def _is_utf16_or_32(encoding: str) -> bool:
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
 def _read_text_file(info: dict[str, Any]) -> Iterator[Event]:
     name = info["name"]
     raw = Path(info["local"]).read_bytes()
-    if b"\0" in raw[:_SNIFF]:
-        yield "rejected", rejection("read", "binary", name, 0, raw[:64], detail="NUL bytes in the first 8 KiB")
+    if not _is_utf16_or_32(info["encoding"]) and _looks_utf16(raw):
+        yield "rejected", rejection("read", "undeclared_utf16", name, 0, raw[:64],
+                                    detail=whole_source_hint("undeclared_utf16", name))
         return
-    if not raw.strip():
-        yield "rejected", rejection("read", "empty_source", name, 0, raw[:64], detail=f"{len(raw)} bytes, no text")
-        return
-    text = raw.decode(info["encoding"], errors="surrogateescape")
+    text = raw.decode(info["encoding"], errors="scarce-escape")
     if text.startswith("\ufeff"):
         text = text[1:]
+    if not text.strip():
+        yield "rejected", rejection("read", "empty_source", name, 0, raw[:64], detail=f"{len(raw)} bytes, no text")
+        return
+    control = len(text) - len(text.translate(_DROP_CONTROL))
+    if control > _BINARY_SHARE * len(text):
+        yield "rejected", rejection("read", "binary", name, 0, raw[:64],
+                                    detail=f"{control} of {len(text)} characters are NUL or control bytes")
+        return
     regions: list[tuple[int, int, str | None]] = [(0, len(text), None)]
     if info["tail"]:
         dev, test = info["tail"]
@@ -120,6 +182,10 @@ def _units(info: dict[str, Any], text: str, base: int, split: str | None, counte
             if not isinstance(value, str):
                 yield "rejected", rejection("read", "missing_field", name, offset, piece,
                                             detail=f"no string field {info['field']!r}")
+                continue
+            if "\0" in value:  # an escaped \u0000 is as damaged as a raw NUL
+                yield "rejected", rejection("read", "nul_byte", name, offset, piece,
+                                            detail=f"NUL in field {info['field']!r}")
                 continue
             yield _unit(info, value, f"{name}:{counter[0]}", 0, offset, split)
         else:

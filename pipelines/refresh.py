@@ -1,4 +1,4 @@
-"""`python -m pipelines.refresh SPEC... --out DIR [--mirror DIR] [--keep N] [--json] [--then CMD] [Beam options]`
+"""`python -m pipelines.refresh SPEC... --out DIR [--mirror DIR] [--keep N] [--json] [--then CMD] [--allow-empty] [Beam options]`
 
 Keeps corpus snapshots fresh on a schedule. For each spec, under a per-corpus `fcntl` lock:
 
@@ -10,12 +10,18 @@ Keeps corpus snapshots fresh on a schedule. For each spec, under a per-corpus `f
    keeping its split (new near-copies of a test sentence join test, never train);
 3. build into a staging folder and validate it against the previous snapshot: the accounting
    invariant holds, no split lost more than `--max-shrink` of its records, no previous record
-   changed split. A failure publishes nothing, says which rule failed and exits 1;
+   changed split, and (unless `--allow-empty`) it keeps some record in every split. A failure
+   publishes nothing, says which rule failed and exits 1;
 4. rename the version into place, replace `LATEST` last, prune to `--keep N` versions (never
-   the one `LATEST` names), and run `--then` (no shell) when a version was published.
+   the one `LATEST` names), and run `--then` (no shell) when a version was published; its
+   command is looked up before anything runs.
+
+A `LATEST` naming no complete snapshot (deleted, mistyped) is repaired, as build does: the
+newest complete version stands in as the previous one, and the refresh publishes.
 
 Exit codes: 0 ok (published or unchanged), 1 failure (validation, source, --then),
-2 usage or spec error, 75 another refresh holds the lock (try again later).
+2 usage or spec error (a --then command that does not exist too), 75 another refresh holds the
+lock (try again later).
 """
 from __future__ import annotations
 
@@ -34,8 +40,9 @@ from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import HttpState, resolve_sources
 from pipelines.lock import CorpusLock
+from pipelines.notices import ALLOW_EMPTY_HINT, empty_warnings, warn, whole_source_warnings
 from pipelines.snapshot import (HISTORY, LATEST, Staged, clean_stale_staging, code_sha256, publish, read_latest,
-                                remove_path, snapshot_version)
+                                remove_path, snapshot_version, verify_shards)
 from pipelines.spec import CorpusSpec, load_spec
 
 SPLITS = ("train", "dev", "test")
@@ -99,8 +106,20 @@ def prune(corpus_dir: Path, keep: int) -> list[str]:
     return doomed
 
 
+def previous_version(corpus_dir: Path, latest: str | None) -> str | None:
+    """The version to validate against and pin to: LATEST's; when LATEST names no complete
+    snapshot, the newest complete one (said on stderr), or None when there is none."""
+    if latest is None or (corpus_dir / latest / "manifest.json").exists():
+        return latest
+    versions = versions_in_order(corpus_dir)
+    stand_in = versions[-1] if versions else None
+    warn([f"{corpus_dir}: {LATEST} names {latest}, which is not a complete snapshot; comparing with "
+          f"{stand_in or 'no previous version'} instead, and this refresh rewrites {LATEST}"])
+    return stand_in
+
+
 def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | None = None,
-            beam_args: list[str] | None = None, max_shrink: float = 0.2) -> dict[str, Any]:
+            beam_args: list[str] | None = None, max_shrink: float = 0.2, allow_empty: bool = False) -> dict[str, Any]:
     """Refresh one corpus; returns the status document that --json prints."""
     corpus_dir = Path(out) / spec.name
     with CorpusLock(corpus_dir):
@@ -108,10 +127,13 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         state = HttpState(corpus_dir / ".cache" / "http.json")
         resolved = resolve_sources(spec, mirror, http_state=state)
         latest = read_latest(str(corpus_dir))
+        previous_name = previous_version(corpus_dir, latest)
         version = snapshot_version(spec, resolved, code_sha256())
-        if latest == version:
+        if latest == version and previous_name == latest:
             return {"status": "unchanged", "version": version, "name": spec.name}
-        previous_dir = corpus_dir / latest if latest else None
+        previous_dir = corpus_dir / previous_name if previous_name else None
+        if previous_dir:
+            verify_shards(str(previous_dir))  # its splits pin the new one's: they must be as published
         previous_manifest = json.loads((previous_dir / "manifest.json").read_text()) if previous_dir else {"sources": []}
         before = {s["name"]: s["sha256"] for s in previous_manifest["sources"]}
         changed = [r.source.name for r in resolved if before.get(r.source.name) != r.sha256]
@@ -119,18 +141,24 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         staged = stage_snapshot(spec, out, resolved, beam_args, pins_from=str(previous_dir) if previous_dir else None)
         previous = split_ids(previous_dir) if previous_dir else {}
         problems = validate(previous, staged, max_shrink)
+        empty = empty_warnings(spec.name, staged.version, staged.stats)
+        warnings = whole_source_warnings(spec, staged.stats) + empty
+        warn(warnings)
+        if empty and not allow_empty:
+            problems.append(f"empty: the new version is empty (see the warnings above); {ALLOW_EMPTY_HINT}")
         if problems:
             remove_path(staged.staging)
-            raise ValidationError(f"refresh of {spec.name} not published: {'; '.join(problems)}; {LATEST} still names {latest}")
+            still = f"{LATEST} still names {latest}" if latest else f"no {LATEST} was written"
+            raise ValidationError(f"refresh of {spec.name} not published: {'; '.join(problems)}; {still}")
         current = split_ids(staged.staging)
         publish(str(corpus_dir), staged.staging, staged.version)
         state.save()
         pruned = prune(corpus_dir, keep) if keep else []
     return {
-        "status": "published", "name": spec.name, "version": staged.version, "previous": latest,
+        "status": "published", "name": spec.name, "version": staged.version, "previous": previous_name,
         "added": len(current.keys() - previous.keys()), "removed": len(previous.keys() - current.keys()),
         "changed_sources": sorted(changed), "processed_sources": sorted(staged.processed),
-        "pruned": pruned, "stale_staging_removed": stale,
+        "pruned": pruned, "stale_staging_removed": stale, "warnings": warnings,
     }
 
 
@@ -143,7 +171,7 @@ def summary_text(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("refresh", __doc__, "print one JSON object per spec",
-                            out_help="output folder holding OUT/NAME/LATEST", mirror=True)
+                            out_help="output folder holding OUT/NAME/LATEST", mirror=True, allow_empty=True)
     parser.add_argument("specs", nargs="+", help="corpus specs to refresh")
     parser.add_argument("--keep", type=int, help="keep this many newest versions (LATEST's is always kept)")
     parser.add_argument("--max-shrink", type=float, default=0.2, help="largest share of a split's records a refresh may drop (0.2)")
@@ -153,17 +181,35 @@ def main(argv: list[str] | None = None) -> int:
         raise SpecError(f"--keep must be at least 1 (got {args.keep})")
     if not 0 <= args.max_shrink < 1:
         raise SpecError(f"--max-shrink must be a fraction in [0, 1) (got {args.max_shrink})")
+    then = then_command(args.then) if args.then is not None else None
     specs = [load_spec(s) for s in args.specs]
     published = False
     for spec in specs:
-        result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink)
+        result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink, args.allow_empty)
         published |= result["status"] == "published"
         print_result(result, args.json, summary_text, one_line=True)
-    if published and args.then:
-        code = subprocess.run(shlex.split(args.then)).returncode
+    if published and then:
+        try:
+            code = subprocess.run(then).returncode
+        except OSError as exc:  # gone or made unrunnable since the check
+            raise ScarceError(f"--then command could not start ({exc.strerror}): {args.then}") from None
         if code:
             raise ScarceError(f"--then command exited {code}: {args.then}")
     return 0
+
+
+def then_command(text: str) -> list[str]:
+    """--then split as the shell would (it runs without one), its program found on PATH now:
+    a typo is a usage error before the refresh, not a failure after it."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise SpecError(f"--then {text!r}: {exc}") from None
+    if not words:
+        raise SpecError("--then: empty command")
+    if shutil.which(words[0]) is None:
+        raise SpecError(f"--then: command not found: {words[0]} (in {text!r})")
+    return words
 
 
 if __name__ == "__main__":

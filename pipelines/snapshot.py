@@ -17,8 +17,9 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -26,11 +27,14 @@ import pipelines
 from augment.util import cache_dir, first_line, write_text_atomic
 from pipelines.errors import ScarceError, SourceError
 from pipelines.fetch import ResolvedSource
+from pipelines.lock import CorpusLock
 from pipelines.spec import CorpusSpec
 
 LATEST = "LATEST"
 HISTORY = "HISTORY"
 STAGING_PREFIX = ".staging-"
+# Inside a version folder: pipelines.augment's work in progress, renamed to `augmented/` when done.
+AUGMENTED_STAGING_PREFIX = ".augmented-staging-"
 
 
 def code_sha256() -> str:
@@ -95,18 +99,46 @@ def cleaned_on_failure(staging: str, what: str) -> Iterator[None]:
         raise ScarceError(f"{what} failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
+def augmented_staging_dir(version_dir: str) -> str:
+    """A fresh folder inside a version for pipelines.augment to write into."""
+    return os.path.join(version_dir, f"{AUGMENTED_STAGING_PREFIX}{uuid.uuid4().hex[:8]}")
+
+
 def clean_stale_staging(corpus_dir: str) -> list[str]:
-    """Remove staging folders left by a killed run; call only while holding the corpus lock."""
+    """Remove staging folders left by a killed run (a build's or refresh's beside the versions
+    and in the source cache, an augment's inside a version); call only while holding the corpus
+    lock. Returns their names, relative to the corpus folder."""
     if "://" in corpus_dir or not os.path.isdir(corpus_dir):
         return []
+    versions = [os.path.join(corpus_dir, n) for n in sorted(os.listdir(corpus_dir))
+                if not n.startswith(".") and os.path.isdir(os.path.join(corpus_dir, n))]
     stale = []
-    for folder in (corpus_dir, cache_root(corpus_dir)):
+    for folder, prefix in [(corpus_dir, STAGING_PREFIX), (cache_root(corpus_dir), STAGING_PREFIX),
+                           *((v, AUGMENTED_STAGING_PREFIX) for v in versions)]:
         if os.path.isdir(folder):
             for name in sorted(os.listdir(folder)):
-                if name.startswith(STAGING_PREFIX):
-                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-                    stale.append(name)
+                if name.startswith(prefix):
+                    path = os.path.join(folder, name)
+                    shutil.rmtree(path, ignore_errors=True)
+                    stale.append(os.path.relpath(path, corpus_dir) if prefix == AUGMENTED_STAGING_PREFIX else name)
     return stale
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def holding_corpus_lock(fn: F) -> F:
+    """Run `fn(corpus_dir, ...)` holding that corpus's lock, after removing stale staging: for
+    commands that write into a published version (augment). A missing corpus folder is left
+    for `fn` to report, not created."""
+    @wraps(fn)
+    def locked(corpus_dir: str, *args: Any, **kwargs: Any) -> Any:
+        if "://" in corpus_dir or not os.path.isdir(corpus_dir):
+            return fn(corpus_dir, *args, **kwargs)
+        with CorpusLock(corpus_dir):
+            clean_stale_staging(corpus_dir)
+            return fn(corpus_dir, *args, **kwargs)
+    return locked  # type: ignore[return-value]
 
 
 def publish(corpus_dir: str, staging: str, version: str) -> str:
@@ -168,3 +200,29 @@ def resolve_version(corpus_dir: str, version: str | None) -> str:
     if not os.path.exists(os.path.join(vdir, "manifest.json")):
         raise SourceError(f"{vdir}: not a complete snapshot (no manifest.json)")
     return vdir
+
+
+def verify_shards(version_dir: str) -> None:
+    """Check a published snapshot before a pipeline reads it: every shard manifest.json lists
+    has its sha256, and no split folder holds a Parquet file it does not list (a shard copied
+    over another, or dropped in, would otherwise be read as that split without a word)."""
+    with FileSystems.open(FileSystems.join(version_dir, "manifest.json")) as f:
+        listed = {s["path"]: s["sha256"] for s in json.loads(f.read())["shards"]}
+    for split in sorted({p.split("/", 1)[0] for p in listed}):
+        pattern = FileSystems.join(version_dir, split, "*.parquet")
+        for meta in FileSystems.match([pattern])[0].metadata_list:
+            rel = meta.path[len(version_dir):].lstrip("/")
+            if rel not in listed:
+                raise SourceError(f"{meta.path}: a Parquet file that {version_dir}/manifest.json does not list; "
+                                  "remove it or rebuild the snapshot")
+    for rel, digest in sorted(listed.items()):
+        path = FileSystems.join(version_dir, rel)
+        if not FileSystems.exists(path):
+            raise SourceError(f"{path}: missing; {version_dir}/manifest.json lists it")
+        h = hashlib.sha256()
+        with FileSystems.open(path) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            raise SourceError(f"{path}: sha256 differs from {version_dir}/manifest.json (the shard was changed "
+                              "or replaced after publication); rebuild the snapshot")

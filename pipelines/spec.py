@@ -30,8 +30,9 @@ CONFUSABLE = {
     "da": ["no", "nb", "nn"], "bs": ["hr", "sr"], "hr": ["bs", "sr"], "sr": ["bs", "hr"],
     "ms": ["id"], "id": ["ms"], "lb": ["de"], "af": ["nl"], "mt": ["it"], "eu": [],
 }
-_LANG_RE = re.compile(r"^[a-z]{2,3}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Checked with fullmatch: `$` would let a trailing newline through ("nl\n" made a folder `nl\n`).
+_LANG_RE = re.compile(r"[a-z]{2,3}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,10 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
     location = t.get(kind, str, required=True)
     if not location:
         raise t.fail(kind, "must not be empty")
-    if kind == "url" and not (location.startswith("https://") or _is_loopback_http(location)):
+    if kind == "url" and not url_allowed(location):
         raise t.fail("url", f"must be an https:// address (got {location!r})")
+    if kind == "url" and any(c.isspace() or not c.isprintable() for c in location):
+        raise t.fail("url", f"must not contain spaces or control characters (got {location!r})")
     sha = t.get("sha256", str)
     if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise t.fail("sha256", "must be 64 lowercase hex digits")
@@ -231,7 +234,7 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
         raise t.fail("encoding", f"unknown encoding {encoding!r}") from None
     default_name = Path(location.rstrip("/").split("?")[0]).stem or f"source{index}"
     name = t.get("name", str, default_name)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise t.fail("name", f"must be letters, digits, '.', '_' or '-' (got {name!r})")
     if name in names:
         raise t.fail("name", f"duplicate source name {name!r}; give each source a distinct `name`")
@@ -245,9 +248,14 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
     )
 
 
-def _is_loopback_http(url: str) -> bool:
-    # Plain http is only for a server on this machine (tests, a local mirror daemon).
-    return bool(re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/", url))
+def is_loopback_http(url: str) -> bool:
+    """Plain http is only for a server on this machine (tests, a local mirror daemon)."""
+    return bool(re.match(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/", url))
+
+
+def url_allowed(url: str) -> bool:
+    """The rule for a URL source: https, or plain http to this machine."""
+    return url.startswith("https://") or is_loopback_http(url)
 
 
 def parse_spec(text: str, file: str) -> CorpusSpec:
@@ -258,10 +266,10 @@ def parse_spec(text: str, file: str) -> CorpusSpec:
         raise SpecError(f"{file}: not valid TOML: {exc}") from None
     top = _Table(file, "", data)
     name = top.get("name", str, required=True)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise top.fail("name", f"must be letters, digits, '.', '_' or '-' (got {name!r})")
     language = top.get("language", str, required=True)
-    if not _LANG_RE.match(language):
+    if not _LANG_RE.fullmatch(language):
         raise top.fail("language", f"must be an ISO 639 code such as 'gl' or 'fao' (got {language!r})")
     raw_sources = top.get("sources", list, required=True)
     if not raw_sources:
@@ -283,7 +291,7 @@ def parse_spec(text: str, file: str) -> CorpusSpec:
 
     lt = _Table(file, "langid", top.get("langid", dict, {}))
     confusable = lt.get("confusable", list, CONFUSABLE.get(language, []))
-    if not all(isinstance(c, str) and _LANG_RE.match(c) for c in confusable):
+    if not all(isinstance(c, str) and _LANG_RE.fullmatch(c) for c in confusable):
         raise lt.fail("confusable", "must be a list of ISO 639 codes")
     langid = LangIdSpec(
         backend=lt.choice("backend", ("py3langid",), "py3langid"),
@@ -353,6 +361,10 @@ def load_spec(path: str | Path) -> CorpusSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: spec file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a spec file (give one, e.g. corpora/gl-ctg.toml)") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: spec is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     return parse_spec(text, str(path))

@@ -133,9 +133,32 @@ def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment
     }
 
 
+HF_SPLITS = (("train", "train"), ("validation", "dev"), ("test", "test"))  # Hugging Face name, our folder
+
+
+def card_front_matter(name: str, language: str, augmented: bool) -> str:
+    """The dataset card's YAML metadata: the Hub's `configs`, so that the snapshot folder is a
+    Hugging Face dataset (`datasets.load_dataset(VERSION_DIR)` gives train, validation and test;
+    `load_dataset(VERSION_DIR, "augmented")` the variants), and nothing else in it (rejected/,
+    augmented/) joins a split. Strings are written as JSON, which YAML reads as they are."""
+    lines = ["---", f"pretty_name: {json.dumps(name)}", f"language:\n- {json.dumps(language)}", "configs:",
+             "- config_name: default", "  default: true", "  data_files:"]
+    lines += [f"  - split: {hf}\n    path: {ours}/*.parquet" for hf, ours in HF_SPLITS]
+    if augmented:
+        lines += ["- config_name: augmented", "  data_files:", "  - split: train", "    path: augmented/train/*.parquet"]
+    return "\n".join(lines + ["---", ""])
+
+
+def with_front_matter(card: str, front: str) -> str:
+    """`card` with its YAML front matter replaced by `front` (added when it has none)."""
+    if card.startswith("---\n"):
+        card = card.split("\n---\n", 1)[1]
+    return front + card
+
+
 def dataset_card(spec: Any, version: str, stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     lines = [
-        f"# {spec.name} ({version})", "",
+        card_front_matter(spec.name, spec.language, augmented=False) + f"# {spec.name} ({version})", "",
         spec.description or "", "",
         f"- language: `{spec.language}`",
         f"- licence: {spec.license or 'not stated in the spec'}",
@@ -153,8 +176,10 @@ def dataset_card(spec: Any, version: str, stats: dict[str, Any], manifest: dict[
         for reason, n in reasons.items():
             lines.append(f"| {stage} | {reason} | {n} |")
     lines += [
-        "", "## Loading", "", "```python", "import datasets",
-        f'train = datasets.load_dataset("parquet", data_dir="{version}/train", split="train")', "```",
+        "", "## Loading", "", "The folder is a Hugging Face dataset (offline, no script):", "",
+        "```python", "import datasets",
+        f'splits = datasets.load_dataset("{version}")  # train, validation (dev/), test',
+        f'variants = datasets.load_dataset("{version}", "augmented")  # once pipelines.augment has run', "```",
         "", "Columns: `id` (sha1 of the text, 16 hex digits), `text`, `source`, `doc`, `pos` (order inside",
         "the document), `lang`, `lang_score`. Rejected and duplicate records, with reasons, are in `rejected/`.", "",
     ]

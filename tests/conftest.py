@@ -43,6 +43,16 @@ def write_spec(folder: Path, body: str, name: str = "corpus") -> Path:
     return path
 
 
+def gl_split_spec(folder: Path, counts: tuple[int, int, int], extra: str, name: str) -> Path:
+    """A spec over the first `counts` lines of gl-ctg's train, dev and test, split by source,
+    with `extra` (tables such as [augment]) appended."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "dev", "test"), counts):
+        (folder / f"{split}.txt").write_text("\n".join(gl_lines(split, n)) + "\n", encoding="utf-8")
+    sources = "".join(f'[[sources]]\npath = "{s}.txt"\nformat = "lines"\nsplit = "{s}"\n' for s in ("train", "dev", "test"))
+    return write_spec(folder, sources + '[split]\nmethod = "source"\n' + extra, name=name)
+
+
 def read_split(version_dir: Path, split: str) -> list[dict[str, Any]]:
     return pq.read_table(version_dir / split).to_pylist()
 

@@ -17,7 +17,7 @@ from pipelines.build import build
 from pipelines.errors import run_cli
 from pipelines.spec import load_spec
 
-from conftest import gl_lines, read_split, tree_digest, write_spec
+from conftest import gl_lines, gl_split_spec, read_split, tree_digest
 
 AUGMENT = """
 [augment]
@@ -40,10 +40,7 @@ variants = 2
 
 
 def small_spec(folder: Path, augment: str = AUGMENT) -> Path:
-    for split, n in (("train", 120), ("dev", 40), ("test", 40)):
-        (folder / f"{split}.txt").write_text("\n".join(gl_lines(split, n)) + "\n", encoding="utf-8")
-    sources = "".join(f'[[sources]]\npath = "{s}.txt"\nformat = "lines"\nsplit = "{s}"\n' for s in ("train", "dev", "test"))
-    return write_spec(folder, sources + '[split]\nmethod = "source"\n' + augment, name="glsmall")
+    return gl_split_spec(folder, (120, 40, 40), augment, "glsmall")
 
 
 @pytest.fixture(scope="module")

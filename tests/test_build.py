@@ -39,7 +39,7 @@ def test_gl_ctg_accounting_and_latest(gl_build: dict) -> None:
     manifest = (version_dir / "manifest.json").read_text()
     for row in ("7e9c8941a88d2aae", "e43246996f63c9e5", "69d98d55f1b41c24"):
         assert row in manifest
-    assert (version_dir / "README.md").read_text().startswith("# gl-ctg")
+    assert "\n---\n# gl-ctg (" in (version_dir / "README.md").read_text()  # front matter, then the card
 
 
 def test_gl_ctg_no_id_in_two_splits_and_source_splits_kept(gl_build: dict) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import gl_lines, write_spec
+from conftest import gl_lines, gl_split_spec
 from lm.checkpoint import Checkpoints, RESUME_DIR
 from lm.distill import main as distill_main
 from lm.corpus import open_snapshot
@@ -52,11 +52,8 @@ top_p = 0.9
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("distill-corpus")
-    for split, n in (("train", 300), ("dev", 60), ("test", 60)):
-        (folder / f"{split}.txt").write_text("\n".join(gl_lines(split, n)) + "\n", encoding="utf-8")
-    body = "".join(f'[[sources]]\npath = "{s}.txt"\nformat = "lines"\nsplit = "{s}"\n' for s in ("train", "dev", "test"))
-    body += '[split]\nmethod = "source"\n[langid]\naction = "off"\n[dedup]\nnear = "off"\n' + AUGMENT
-    build(load_spec(write_spec(folder, body, name="gldistill")), str(folder / "out"))
+    extra = '[langid]\naction = "off"\n[dedup]\nnear = "off"\n' + AUGMENT
+    build(load_spec(gl_split_spec(folder, (300, 60, 60), extra, "gldistill")), str(folder / "out"))
     augment_snapshot(str(folder / "out" / "gldistill"))
     return folder / "out" / "gldistill"
 

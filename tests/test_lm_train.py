@@ -2,6 +2,7 @@
 resume is exact, and bad inputs stop with one clear line."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -89,6 +90,12 @@ def _copy_with_empty(snapshot_dir: Path, split: str, dest: Path) -> Path:
     (dest / snapshot_dir.name / "LATEST").write_text(version + "\n")
     shard = next((target / split).glob("*.parquet"))
     pq.write_table(pq.read_table(shard).schema.empty_table(), shard)
+    # Published that way: the manifest lists the empty shard (a changed shard alone is refused).
+    manifest = json.loads((target / "manifest.json").read_text())
+    for s in manifest["shards"]:
+        if s["path"] == f"{split}/{shard.name}":
+            s.update(rows=0, sha256=hashlib.sha256(shard.read_bytes()).hexdigest())
+    (target / "manifest.json").write_text(json.dumps(manifest))
     return dest / snapshot_dir.name
 
 

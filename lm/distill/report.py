@@ -165,7 +165,7 @@ def arm_entry(dones: list[dict[str, Any]]) -> dict[str, Any]:
     tps = [d["tokens_per_second"] for d in dones if d.get("tokens_per_second")]
     return {"params": dones[0].get("params"), "dev_bits_per_char": dev["mean"], "test_bits_per_char": test["mean"],
             "dev_sd": dev["sd"], "test_sd": test["sd"], "seeds": len(dones),
-            "train_seconds": round(sum(secs) / len(secs), 1) if secs else None,
+            "train_seconds": round(sum(secs) / len(secs), 3) if secs else None,
             "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
             "per_seed": [{k: d.get(k) for k in ("seed", "dev_bits_per_char", "test_bits_per_char", "steps",
                                                 "best_step")} for d in dones]}

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lm.corpus import Snapshot
+from lm.corpus import Snapshot, checked_shards
 from lm.errors import DataError
 from lm.files import read_json
 
@@ -30,7 +30,7 @@ TEACHER_SAMPLE = "teacher-sample"
 def read_variants(folder: Path) -> list[dict[str, Any]]:
     """Every variant under `folder`, in a fixed order."""
     rows: list[dict[str, Any]] = []
-    for f in sorted(folder.rglob("*.parquet")):
+    for f in checked_shards(folder):
         rows += pq.read_table(f, columns=list(VARIANT_COLUMNS)).to_pylist()
     rows.sort(key=lambda r: (r["augmenter"], r["parent_id"], r["params"], r["id"]))
     return rows

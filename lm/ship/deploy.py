@@ -128,14 +128,15 @@ def folder_bytes(path: Path) -> int:
 
 def weights_bytes(path: Path) -> int:
     """The weights alone: model.safetensors of an export, the checkpoint read from a run."""
-    from lm.checkpoint import BEST_DIR, Checkpoints
+    from lm.checkpoint import BEST_DIR, CHECKSUMS, Checkpoints
     from lm.loader import WEIGHTS
 
     if (path / WEIGHTS).is_file():
         return (path / WEIGHTS).stat().st_size
     step = Checkpoints(path, read_only=True).latest_step(BEST_DIR)
     folder = path / BEST_DIR / str(step) if step is not None else path
-    return folder_bytes(folder)
+    sums = folder / CHECKSUMS  # the checkpoint's checksums are not weights
+    return folder_bytes(folder) - (sums.stat().st_size if sums.is_file() else 0)
 
 
 def ensure_artefacts(run: Path, out: Path, sparsities: list[float], finetune_steps: int,

@@ -1,9 +1,11 @@
-"""`python -m lm.ship.export RUN --format hf|int8 --out DIR [--checkpoint best|last] [--float-embeddings]`
+"""`python -m lm.ship.export RUN --format hf|int8 --out DIR [--checkpoint best|last] [--float-embeddings] [--force]`
 
 * `hf`: a Hugging Face `LlamaForCausalLM` folder: `config.json`, `generation_config.json`,
   `model.safetensors` (float32), the tokenizer as `tokenizer.json` + `tokenizer_config.json`
-  (what `AutoTokenizer` reads) and our `tokenizer.model`. transformers loads it offline with
-  `AutoModelForCausalLM.from_pretrained(DIR)`; no torch is needed to write it.
+  (what `AutoTokenizer` reads), our `tokenizer.model` and a model card, `README.md`
+  (`lm.ship.model_card`: Hub front matter, test bits per character when recorded, usage).
+  transformers loads it offline with `AutoModelForCausalLM.from_pretrained(DIR)`; no torch is
+  needed to write it.
 * `int8`: weight-only int8 with per-channel scales (`lm.quant`) in `model.safetensors`, read by
   the project's own Flax path (`lm.evaluate`, `lm.generate`) with the int8 weights dequantised
   inside the jitted model. The embedding is quantised too unless `--float-embeddings` (measured
@@ -11,8 +13,13 @@
 
 Both folders hold `export.json`: the format, the source run and checkpoint, the corpus, the model
 shape and the sha256 of `model.safetensors`, which loading (`lm.loader`) checks, so a corrupt or
-truncated export stops with one line instead of producing numbers. Exit codes: 0 ok, 1 failure,
-2 usage.
+truncated export stops with one line instead of producing numbers.
+
+OUT is replaced only when it is absent, empty or an earlier export (it holds `export.json`);
+any other folder needs `--force`, and the run folder, a folder holding it or its checkpoints,
+or a folder holding any run (`run.json`) is refused even then (`check_out`), so an export never
+deletes what it did not write. Exit codes: 0 ok, 1 failure (missing or corrupt checkpoint),
+2 usage (including a refused OUT).
 """
 from __future__ import annotations
 
@@ -32,6 +39,36 @@ from lm.quant import flatten, quantize_params
 from lm.tokenizer import MODEL_FILE
 
 FORMATS = ("hf", "int8")
+CARD = "README.md"  # the hf export's model card
+RUN_STATE = ("checkpoints", "best", "models")  # a run's own folders: never an export's home
+
+
+def _is_export(folder: Path) -> bool:
+    """An earlier export of ours: `export.json` naming one of our formats."""
+    try:
+        return read_json(folder / EXPORT_FILE).get("format") in FORMATS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out(out: Path, run: Path, force: bool = False) -> None:
+    """Refuse (UsageError) an OUT whose replacement would delete what the export did not write."""
+    o, r = out.resolve(), run.resolve()
+    if o == r or o in r.parents:
+        raise UsageError(f"--out {out} is the run folder {run} or holds it: exporting there would delete the run; "
+                         "choose another folder")
+    if r in o.parents and o.relative_to(r).parts[0] in RUN_STATE:
+        raise UsageError(f"--out {out} is inside the run's own {o.relative_to(r).parts[0]}/ folder: choose another folder")
+    if o.exists() and not o.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose another path")
+    if not o.is_dir() or not any(o.iterdir()) or _is_export(o):
+        return
+    if not force:
+        raise UsageError(f"--out {out} is not empty and not an earlier export (no {EXPORT_FILE}): refusing to "
+                         "replace it; give --force to replace it, or choose another folder")
+    held = next((p.parent for p in o.rglob("run.json")), None)
+    if held is not None:
+        raise UsageError(f"--out {out} holds a run folder ({held}): refusing to replace it, even with --force")
 
 
 def _provenance(model: FlaxModel, fmt: str, weights: Path, **extra: Any) -> dict[str, Any]:
@@ -59,6 +96,7 @@ def export_hf(model: FlaxModel, out: Path) -> Path:
     from safetensors.numpy import save_file
 
     from lm.ship.hf_format import fast_tokenizer, hf_state_dict, llama_config_dict
+    from lm.ship.model_card import model_card
 
     tmp = _staging(out)
     eos = model.tokenizer.eos_id
@@ -68,6 +106,7 @@ def export_hf(model: FlaxModel, out: Path) -> Path:
                                                 "temperature": 0.8, "max_length": model.cfg.context})
     fast_tokenizer(model.tokenizer).save_pretrained(str(tmp))
     model.tokenizer.save(tmp / MODEL_FILE)
+    (tmp / CARD).write_text(model_card(model.info, model.cfg, str(out)), encoding="utf-8")
     write_json(tmp / EXPORT_FILE, _provenance(model, "hf", tmp / WEIGHTS))
     _publish(tmp, out)
     return out
@@ -91,7 +130,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lm.ship.export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME, lm.ship.prune)")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the export folder (replaced when it exists)")
+    p.add_argument("--out", required=True,
+                   help="the export folder: new, empty or an earlier export (replaced); anything else needs --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --out that is not an earlier export (never the run or a folder holding one)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--float-embeddings", action="store_true", help="int8: keep the embedding (and tied output layer) float32")
     return p.parse_args(argv)
@@ -99,10 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = Path(args.out)
+    check_out(out, Path(args.run), args.force)  # before loading: a refused OUT costs nothing
     model = load_model(args.run, args.checkpoint)
     if not isinstance(model, FlaxModel) or model.info.get("format") != "run":
         raise UsageError(f"{args.run}: export needs a float run folder (lm.train, lm.distill, lm.ship.prune)")
-    out = Path(args.out)
     if args.format == "hf":
         export_hf(model, out)
     else:
