@@ -22,6 +22,9 @@ def test_shipped_specs_load() -> None:
     ts = load_spec(ROOT / "corpora" / "tinyshakespeare.toml")
     assert ts.split.method == "tail" and (ts.split.dev, ts.split.test) == (0.05, 0.1)
     assert ts.sources[0].sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    nano = load_spec(ROOT / "corpora" / "tinyshakespeare-nanogpt.toml")  # nanoGPT's 90/10, no dev
+    assert nano.split.method == "tail" and (nano.split.dev, nano.split.test) == (0.0, 0.1)
+    assert nano.sources[0].sha256 == ts.sources[0].sha256 and not nano.augment
 
 
 @pytest.mark.parametrize("body, key, problem", [
