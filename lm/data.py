@@ -3,7 +3,8 @@
 * `token_stream` encodes documents as `[EOS] doc1 [EOS] doc2 [EOS] ...` (EOS separates documents
   and starts the stream, so every text token is a prediction target) and caches the result as
   `.npy` under `$SCARCE_LM_CACHE/tokens` (default `~/.cache/scarce-lm/tokens`), keyed by corpus
-  name, version, split and the tokenizer's sha256: a corpus is encoded once per tokenizer.
+  name, version, split and the tokenizer's sha256 (and `ENCODING`): a corpus is encoded once
+  per tokenizer.
 * `pack` cuts a stream into sequences of `context + 1` tokens that overlap by one (sequence i is
   `stream[i*L : i*L + L + 1]`), so each token after the first is a target exactly once; the last,
   short sequence is padded with EOS and its padding masked out of the loss.
@@ -37,6 +38,11 @@ from lm.files import cache_root
 from lm.tokenizer import Tokenizer
 
 
+# how `Tokenizer.encode` segments text, part of every cached stream's name: streams cached before
+# it encoded line by line (a long text's tokens could depend on where a line fell) are not read
+ENCODING = "lines"
+
+
 def cache_dir() -> Path:
     return cache_root() / "tokens"
 
@@ -55,7 +61,7 @@ def token_stream(tokenizer: Tokenizer, docs: list[str], key: str | None) -> np.n
     if key is None:
         return encode_documents(tokenizer, docs)
     safe = hashlib.sha1(key.encode()).hexdigest()[:12]
-    path = cache_dir() / f"{safe}-{tokenizer.sha256[:16]}.npy"
+    path = cache_dir() / f"{safe}-{tokenizer.sha256[:16]}-{ENCODING}.npy"
     if path.is_file():
         try:
             return np.load(path)

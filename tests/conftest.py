@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +32,25 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("SCARCE_LM_MIRROR", raising=False)
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler for the tests' local servers: no request log on stderr."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server (plain http is allowed only there) answering with `handler`; yields
+    its base URL and shuts it down afterwards."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def gl_lines(split: str, n: int | None = None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -89,8 +90,11 @@ def test_same_seed_gives_identical_shards_in_both_running_modes(snapshot: Path) 
 
 
 def test_backend_dying_mid_batch_loses_no_good_record(snapshot: Path, tmp_path: Path, monkeypatch) -> None:
-    """A fake `apertium` on PATH that crashes on one sentence: only that one ends in failed.jsonl."""
-    vdir = latest(snapshot)
+    """A fake `apertium` on PATH that crashes on one sentence: only that one ends in failed.jsonl.
+    It augments its own copy of the snapshot: the module's stays as the other tests expect it."""
+    corpus = tmp_path / "copy" / snapshot.name
+    shutil.copytree(snapshot, corpus)
+    vdir = latest(corpus)
     victim = read_split(vdir, "train")[7]
     real = "/usr/bin/apertium"
     fake = tmp_path / "bin" / "apertium"
@@ -111,7 +115,7 @@ os.execv({real!r}, [{real!r}] + sys.argv[1:])
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     only_bt = AUGMENT.split("[[augment.steps]]\naugmenter = \"synonyms\"")[0].replace('["es", "pt"]', '["es"]')
     spec = load_spec(small_spec(tmp_path, only_bt))
-    stats = augment_snapshot(str(snapshot), spec=spec)
+    stats = augment_snapshot(str(corpus), spec=spec)
     failed = [json.loads(line) for line in (vdir / "augmented" / "failed.jsonl").read_text().splitlines()]
     assert [f["parent_id"] for f in failed] == [victim["id"]]
     assert "simulated" in failed[0]["error"] or "exited" in failed[0]["error"]

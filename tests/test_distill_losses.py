@@ -9,7 +9,7 @@ import pytest
 from conftest import gl_lines
 from lm.data import align_noised, noised_pool, text_pool
 from lm.distill.judge import quantile_filter
-from lm.losses import cross_entropy, distill_loss, kl_full, kl_topk, topk_of
+from lm.losses import KL_KINDS, TAILS, cross_entropy, distill_loss, kl_full, kl_topk, topk_of
 from lm.loader import FlaxModel
 from lm.model import ModelConfig, init_params, make_apply
 from lm.scoring import LN2, buckets_for, score_stream, texts_bits_per_char
@@ -43,6 +43,80 @@ def np_kl(p_logits: np.ndarray, q_logits: np.ndarray, t: float) -> np.ndarray:
         return z - np.log(np.exp(z).sum(-1, keepdims=True))
     lp, lq = logsm(np.asarray(p_logits, np.float64)), logsm(np.asarray(q_logits, np.float64))
     return (np.exp(lp) * (lp - lq)).sum(-1)
+
+
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_distill_kl(teacher: np.ndarray, student: np.ndarray, mask: np.ndarray, t: float, kind: str,
+                  k: int | None = None, tail: str = "bucket") -> float:
+    """Plain numpy reference of the KL term (module doc of `lm.losses`), masked mean over tokens:
+    KL(teacher_T || student_T) (`reverse`: swapped), on the full distributions (`k` None) or on
+    the teacher's top k tokens, renormalised (`renorm`) or with the rest of the mass as one more
+    outcome (`bucket`; an empty bucket, K = vocabulary, weighs nothing)."""
+    lt, ls = np_log_softmax(np.asarray(teacher) / t), np_log_softmax(np.asarray(student) / t)
+    if k is not None:
+        top = np.argsort(-lt, axis=-1, kind="stable")[..., :k]
+        tk, sk = np.take_along_axis(lt, top, -1), np.take_along_axis(ls, top, -1)
+        if tail == "renorm":
+            lt, ls = np_log_softmax(tk), np_log_softmax(sk)
+        else:
+            inside = np.zeros(lt.shape, bool)
+            np.put_along_axis(inside, top, True, -1)
+            rest_t = 1.0 - np.exp(tk).sum(-1, keepdims=True)
+            rest_s = np.where(inside, 0.0, np.exp(ls)).sum(-1, keepdims=True)
+            floor = 1e-12
+            lt = np.concatenate([tk, np.log(np.maximum(rest_t, floor))], -1)
+            ls = np.concatenate([sk, np.log(np.maximum(rest_s, floor))], -1)
+    p, q = (lt, ls) if kind == "forward" else (ls, lt)
+    per_token = (np.exp(p) * (p - q)).sum(-1)
+    m = np.asarray(mask, np.float64)
+    return float((per_token * m).sum() / m.sum())
+
+
+@pytest.mark.parametrize("tail", TAILS)
+@pytest.mark.parametrize("kind", KL_KINDS)
+def test_every_kl_kind_and_tail_equals_the_numpy_reference(kind: str, tail: str) -> None:
+    """Guards `kind` (forward/reverse) and both top-k tails at K < vocabulary and K = vocabulary,
+    at two temperatures, through `kl_topk`, `kl_full` and `distill_loss`: each against a plain
+    numpy reference on small random logits (a KL that ignored `kind` or `tail` fails here)."""
+    rng = np.random.default_rng(17)
+    vocab = 40
+    teacher = rng.standard_normal((2, 5, vocab)).astype(np.float32) * 2.0
+    student = rng.standard_normal((2, 5, vocab)).astype(np.float32) * 1.5
+    targets = rng.integers(0, vocab, (2, 5))
+    mask = np.ones((2, 5), np.float32)
+    mask[1, 3:] = 0.0
+    t_j, s_j, y_j, m_j = (jnp.asarray(a) for a in (teacher, student, targets, mask))
+    logp = np_log_softmax(student)
+    ce = float(-(np.take_along_axis(logp, targets[..., None], -1)[..., 0] * mask).sum() / mask.sum())
+    values = {}
+    for t in (1.0, 2.5):
+        full = np_distill_kl(teacher, student, mask, t, kind)
+        assert float(kl_full(t_j, s_j, m_j, t, kind)) == pytest.approx(full, rel=1e-5, abs=1e-6)
+        loss, parts = distill_loss(s_j, y_j, m_j, alpha=0.3, temperature=t, kind=kind, teacher_logits=t_j)
+        assert float(parts["kl"]) == pytest.approx(full, rel=1e-5, abs=1e-6)
+        assert float(loss) == pytest.approx(0.3 * ce + 0.7 * t * t * full, rel=1e-5)
+        for k in (1, 6, vocab):
+            expected = np_distill_kl(teacher, student, mask, t, kind, k, tail)
+            top = topk_of(t_j, k, t)
+            got = float(kl_topk(top, s_j, m_j, t, kind, tail))
+            assert got == pytest.approx(expected, rel=1e-4, abs=1e-5), (t, k)
+            loss, parts = distill_loss(s_j, y_j, m_j, alpha=0.3, temperature=t, kind=kind, tail=tail, teacher_topk=top)
+            assert float(parts["kl"]) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+            assert float(loss) == pytest.approx(0.3 * ce + 0.7 * t * t * expected, rel=1e-4, abs=1e-5)
+            values[t, k] = expected
+        # K = vocabulary: both tails are the full KL; a smaller K is not (except renorm at K = 1: 0)
+        assert values[t, vocab] == pytest.approx(full, rel=1e-6, abs=1e-9)
+        assert values[t, 6] != pytest.approx(full, rel=1e-2)
+    # the reference itself tells the kinds and the tails apart on these logits
+    other = "reverse" if kind == "forward" else "forward"
+    assert np_distill_kl(teacher, student, mask, 2.5, other, 6, tail) != pytest.approx(values[2.5, 6], rel=1e-2)
+    other_tail = "renorm" if tail == "bucket" else "bucket"
+    assert np_distill_kl(teacher, student, mask, 2.5, kind, 6, other_tail) != pytest.approx(values[2.5, 6], rel=1e-2)
 
 
 def test_alpha_one_is_cross_entropy(batch) -> None:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -29,7 +30,9 @@ MODELS = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 FIELDS = {"params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}
 ARM_FIELDS = FIELDS | {"dev_sd", "test_sd", "seeds", "per_seed"}
 RUN_ARGS = ["--preset", "tiny", "--rounds", "2", "--seeds", "2", "--ablations", "--quiet", "--cache", "always",
-            "--noised-input", "--keep-quantile", "0.9"]
+            "--noised-input", "--keep-quantile", "0.9",
+            # the loss options, each away from its default: test_loss_options_reach_every_kd_student
+            "--kl", "reverse", "--top-k", "8", "--tail", "renorm", "--temperature", "2"]
 AUGMENT = """
 [augment]
 seed = 13
@@ -107,6 +110,58 @@ def test_interrupted_run_resumes_without_retraining_finished_models(run: dict) -
     assert {p.parent.name: stamp(p) for p in models.glob("*/DONE.json")} == again
 
 
+def test_resumed_baseline_equals_an_uninterrupted_one(run: dict, tmp_path: Path) -> None:
+    """Guards resume inside `lm.distill`: `baseline-s0`, interrupted after its first checkpoint and
+    resumed by the re-run, ends with the parameters and optimiser state, bitwise, of the same
+    model trained straight through (rebuilt from its run.json, the run's tokenizer and snapshot)."""
+    import orbax.checkpoint as ocp
+    from lm.data import Batches, real_pool
+    from lm.distill.config import Settings
+    from lm.model import ModelConfig
+    from lm.tokenizer import Tokenizer
+    from lm.trainer import LoopConfig, OptimConfig, train
+
+    out = run["out"]
+    info = json.loads((out / "models" / "baseline-s0" / "run.json").read_text())
+    assert info["distill"]["teacher"] == "ce" and info["steps"] == 16
+    pre = Settings(**json.loads((out / "distill.json").read_text())).preset_values()
+    snap = open_snapshot(json.loads((out / "distill.json").read_text())["corpus"])
+    cfg, t = ModelConfig(**info["model"]), info["train"]
+    real = real_pool(Tokenizer.load(out / "tokenizer.model"), snap.documents("train"), cfg.context, None)
+    every = min(pre.eval_every, info["steps"])
+    train(tmp_path, cfg, OptimConfig(**t["optim"]),
+          LoopConfig(steps=info["steps"], batch=t["batch"], eval_every=every, save_every=every, quiet=True),
+          Batches(real, t["batch"], t["seed"]), None, seed=t["seed"])
+    ck = ocp.StandardCheckpointer()
+    resumed = ck.restore((out / "models" / "baseline-s0" / "checkpoints" / "16" / "state").resolve())
+    straight = ck.restore((tmp_path / "checkpoints" / "16" / "state").resolve())
+    assert jax.tree.structure(resumed) == jax.tree.structure(straight)
+    for x, y in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_loss_options_reach_every_kd_student(run: dict) -> None:
+    """Guards `--kl`, `--top-k`, `--tail` and `--temperature` (in RUN_ARGS, each away from its
+    default): they are the run's settings, every KD student's loss (its run.json; CE arms: alpha
+    1, no teacher), the cache's K and T, and the report's. (`--compare-tail`:
+    test_our_run_as_teacher_is_recorded_and_never_judges.)"""
+    out = run["out"]
+    settings = json.loads((out / "distill.json").read_text())
+    assert {k: settings[k] for k in ("kl", "top_k", "tail", "temperature")} == \
+        {"kl": "reverse", "top_k": 8, "tail": "renorm", "temperature": 2.0}
+    want = {"teacher": "cached", "alpha": 0.2, "temperature": 2.0, "kl": "reverse", "top_k": 8, "tail": "renorm"}
+    for name in ("student-r1", "student-r2", "student-s0", "student-s1", "student_no_aug-s0", "student_no_aug-s1"):
+        loss = json.loads((out / "models" / name / "run.json").read_text())["distill"]
+        assert {k: loss[k] for k in want} == want, name
+    for name in ("baseline-s0", "baseline-s1", "student_no_kd-s0", "student_no_kd-s1"):
+        loss = json.loads((out / "models" / name / "run.json").read_text())["distill"]
+        assert loss["teacher"] == "ce" and loss["alpha"] == 1.0, name
+    meta = json.loads((out / "teacher-cache" / "meta.json").read_text())
+    assert meta and all(m["k"] == 8 and m["temperature"] == 2.0 for m in meta.values())
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher_logits"] == "top-8 cache (renorm)" and report["teacher_cache"]["k"] == 8
+
+
 def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     out = run["out"]
     report = json.loads((out / "report.json").read_text())
@@ -175,7 +230,10 @@ def test_arms_are_paired_and_trained_after_the_round_is_fixed(run: dict) -> None
     assert not (models / "student-s2").exists() and not (models / "baseline-s2").exists()
 
 
-def test_judges_never_score_text_they_trained_on(run: dict) -> None:
+def test_judges_never_score_text_they_trained_on(run: dict, tmp_path: Path) -> None:
+    """Each judge trains on real text of its half of train only, and never judges a variant of a
+    sentence it trained on: shown by what the trainer is given, decoded and matched against the
+    snapshot's splits and augmented shards as read here, not only by the run.json it writes."""
     out = run["out"]
     report = json.loads((out / "report.json").read_text())
     info = {n: json.loads((out / "models" / n / "run.json").read_text()) for n in ("judge-a", "judge-b")}
@@ -202,6 +260,49 @@ def test_judges_never_score_text_they_trained_on(run: dict) -> None:
         score(ws, judge, ["x"] * 3, own)
     other = sorted(trained["judge-b"])[:3]
     assert len(score(ws, judge, ["Unha frase.", "Outra.", "E outra máis."], other)) == 3
+    # behaviour: train_judges again with the run's settings and tokenizer, the trainer replaced by a
+    # spy that keeps what each judge would train on (the data, not the record of it)
+    from conftest import read_split
+    from lm.distill import judge as judge_module
+    from lm.distill.config import Settings
+    from lm.distill.workspace import Workspace
+    from lm.tokenizer import Tokenizer
+    snap = ws.snapshot
+    texts = {split: {r["id"]: r["text"] for r in read_split(snap.root, split)} for split in ("train", "dev", "test")}
+    train_text = {t: i for i, t in texts["train"].items()}
+    held_out = (set(texts["dev"].values()) | set(texts["test"].values())) - set(train_text)
+    shards = sorted((snap.root / "augmented").rglob("*.parquet"))  # the snapshot's variants, then later rounds'
+    shards += [out / "rounds" / f"r{r}" / "judged.parquet" for r in (1, 2)]
+    variants = {t for f in shards for t in pq.read_table(f, columns=["text"])["text"].to_pylist()}
+    variants -= set(train_text)
+    assert held_out and len(variants) > 100
+    given: dict[str, tuple] = {}
+
+    def spy(self: Workspace, name: str, cfg, schedule, data, dev, **kw) -> dict:
+        given[name] = (data, kw["data_used"])
+        return {"steps": 0}
+    settings = Settings(**json.loads((out / "distill.json").read_text()))
+    tok = Tokenizer.load(out / "tokenizer.model")
+    again = Workspace(tmp_path, snap, settings, settings.preset_values(), tok, True, 0.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Workspace, "train", spy)
+        mp.setattr(judge_module, "load_model", lambda path: None)
+        judge_module.train_judges(again)
+    lines: dict[str, set[str]] = {}
+    for name, (data, used) in given.items():
+        assert [p.name for p in data.pools] == ["real"] and data.n_aug == 0 and data.pools[0].inputs is None
+        packed = data.pools[0].packed  # sequences overlapping by one token: the stream once more
+        stream = np.concatenate([packed.tokens[:, :-1].ravel(), packed.tokens[-1, -1:]])
+        seen = tok.decode(stream).split(snap.separator)
+        assert not set(seen) & held_out and not set(seen) & variants  # no dev, test or variant
+        assert all(x in train_text for x in seen)  # real train records, whole
+        ids = [train_text[x] for x in seen]
+        assert len(set(ids)) == len(ids) and set(ids) == set(used["records"]) == trained[name]
+        lines[name] = set(seen)
+    assert set(lines) == {"judge-a", "judge-b"}
+    for r in (1, 2):  # the run's verdicts: no judge saw the text of a parent it judged
+        for x in pq.read_table(out / "rounds" / f"r{r}" / "judged.parquet").to_pylist():
+            assert texts["train"][x["parent_id"]] not in lines[x["judge"]]
 
 
 def test_bad_options_are_usage_errors(corpus: Path, tmp_path: Path, capsys) -> None:
@@ -263,7 +364,8 @@ def test_hugging_face_teacher_with_another_tokenizer_distils_by_its_samples(corp
 def test_our_run_as_teacher_is_recorded_and_never_judges(corpus: Path, tmp_path: Path) -> None:
     """`--teacher RUN` made by lm.train on real plus augmented text: its data is recorded, it never
     judges (cross-fitted judges are trained), and `student_no_aug` is refused: it would learn
-    augmented text through the teacher's soft targets."""
+    augmented text through the teacher's soft targets. With `--top-k 8 --compare-tail`, the
+    teacher's top-k in the step and the other tail's arm, `student_renorm`."""
     teacher = tmp_path / "teacher"
     assert run_cli(train_main, ["--corpus", str(corpus), "--out", str(teacher), "--preset", "tiny", "--dim", "64",
                                 "--hidden", "128", "--steps", "6", "--batch", "8", "--augmented", "--quiet"]) == 0
@@ -271,9 +373,20 @@ def test_our_run_as_teacher_is_recorded_and_never_judges(corpus: Path, tmp_path:
     assert data["records"] == "all" and data["splits"] == ["train"] and data["augmented"]["variants"] > 0
     out = tmp_path / "run"
     assert run_cli(distill_main, ["--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--seeds", "1",
-                                  "--teacher", str(teacher), "--ablations", "--cache", "never", "--quiet"]) == 0
+                                  "--teacher", str(teacher), "--ablations", "--cache", "never", "--top-k", "8",
+                                  "--compare-tail", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["teacher_logits"] == "computed in the student's step"
+    # --compare-tail with the teacher's top-8 in the step (default tail bucket): student_renorm
+    # trains on the same batches from the same start as the student: same first-step CE, not KL
+    for arm, tail in (("student", "bucket"), ("student_renorm", "renorm")):
+        loss = json.loads((out / "models" / f"{arm}-s0" / "run.json").read_text())["distill"]
+        assert (loss["teacher"], loss["top_k"], loss["tail"]) == ("live", 8, tail), arm
+    first = [json.loads((out / "models" / f"{arm}-s0" / "metrics.jsonl").read_text().splitlines()[0])
+             for arm in ("student", "student_renorm")]
+    assert first[0]["step"] == first[1]["step"] == 1 and first[0]["ce"] == first[1]["ce"]
+    assert first[0]["kl"] != pytest.approx(first[1]["kl"], rel=1e-3)
+    assert "student_renorm" in report["models"] and "student_vs_student_renorm" in report["paired"]
     assert (out / "tokenizer.model").read_bytes() == (teacher / "tokenizer.model").read_bytes()
     assert (out / "models" / "judge-a" / "DONE.json").is_file() and (out / "models" / "judge-b" / "DONE.json").is_file()
     assert report["teacher_data"] == data

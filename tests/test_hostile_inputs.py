@@ -5,9 +5,7 @@ Each case is one line on stderr with its documented exit code, or a rejected rec
 reason; nothing is lost silently and no traceback reaches the user."""
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +20,7 @@ from pipelines.fetch import resolve_sources
 from pipelines.refresh import main as refresh_main
 from pipelines.spec import load_spec
 
-from conftest import gl_lines, read_rejected, write_spec
+from conftest import QuietHandler, gl_lines, read_rejected, serving, write_spec
 
 NOISE = '[augment]\nseed = 3\n[[augment.steps]]\naugmenter = "noise"\nops = ["typo"]\nrate = 0.1\n'
 
@@ -99,6 +97,22 @@ def test_undeclared_utf16_hint_on_stderr(tmp_path: Path, capsys) -> None:
     assert 'looks like UTF-16: set encoding = "utf-16" in source wide' in err
     assert len([x for x in err.splitlines() if "wide" in x]) == 1
 
+
+
+def test_declared_latin1_is_read_and_undeclared_is_rejected_per_line(tmp_path: Path) -> None:
+    """`encoding = "latin-1"` decodes a Latin-1 file exactly; read as UTF-8 (the default) its
+    accented lines are rejected as bad_utf8, the plain-ASCII ones kept."""
+    lines = [line for line in gl_lines("dev", 80) if all(ord(c) < 256 for c in line)][:40]
+    accented = [line for line in lines if any(ord(c) > 127 for c in line)]
+    assert len(accented) >= 20
+    (tmp_path / "old.txt").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    spec = write_spec(tmp_path, '[[sources]]\npath = "old.txt"\nformat = "lines"\nencoding = "latin-1"\n')
+    events = read_units(spec)
+    assert [e["text"] for kind, e in events if kind == "ok"] == lines
+    spec = write_spec(tmp_path, '[[sources]]\npath = "old.txt"\nformat = "lines"\n', name="undeclared")
+    events = read_units(spec)
+    assert [e["reason"] for kind, e in events if kind == "rejected"] == ["bad_utf8"] * len(accented)
+    assert [e["text"] for kind, e in events if kind == "ok"] == [x for x in lines if x not in accented]
 
 # 6. Empty results: exit 1 unless --allow-empty.
 
@@ -260,19 +274,14 @@ def test_trailing_newline_in_names_is_a_spec_error(tmp_path: Path, capsys, body:
 
 @pytest.fixture()
 def redirecting_server() -> Iterator[str]:
-    class Redirect(http.server.BaseHTTPRequestHandler):
+    class Redirect(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(302)
             self.send_header("Location", "http://example.invalid/plain.txt")
             self.end_headers()
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Redirect) as base:
+        yield base
 
 
 def test_redirect_policy_refuses_leaving_https() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import gl_lines
 import lm.data as data
-from lm.data import Batches, Pool, encode_documents, pack, token_stream
+from lm.data import Batches, Packed, Pool, encode_documents, pack, token_stream
 from lm.errors import DataError
 from lm.tokenizer import Tokenizer, train_tokenizer
 
@@ -66,17 +66,44 @@ def test_an_epoch_of_batches_visits_every_sequence_once(stream: np.ndarray) -> N
 
 
 def test_batches_are_deterministic_by_seed_and_resume_exactly(stream: np.ndarray) -> None:
+    """Guards the epoch boundary: batches run on from one seeded permutation per epoch to the
+    next (the batch that straddles it ends epoch 0 and starts epoch 1), each epoch reads every
+    sequence once in a new order, and a restored position, before or after the boundary, gives
+    exactly the batches a straight run gives."""
     p = pack(stream, 16, pad_id=0)
     real = Pool("real", p)
-    a, same, other = Batches(real, 4, seed=7), Batches(real, 4, seed=7), Batches(real, 4, seed=8)
-    first = [a.next().inputs for _ in range(30)]
-    assert all(np.array_equal(x, same.next().inputs) for x in first)
-    assert not all(np.array_equal(x, other.next().inputs) for x in first)
+    n = len(p)  # 1,204 sequences: batches of 5 leave 4 at the end of an epoch
+    assert n % 5 == 4
+    a, same, other = Batches(real, 5, seed=7), Batches(real, 5, seed=7), Batches(real, 5, seed=8)
+    first = [a.next() for _ in range(30)]
+    assert all(np.array_equal(x.inputs, same.next().inputs) for x in first)
+    assert not all(np.array_equal(x.inputs, other.next().inputs) for x in first)
     state = a.state()
-    later = [a.next().inputs for _ in range(40)]  # crosses an epoch boundary
-    resumed = Batches(real, 4, seed=7)
+    later = [a.next() for _ in range(n // 5 - 30 + 60)]  # past the end of epoch 0 (1,204 rows), ~60 batches into epoch 1
+    rows = np.concatenate([b.rows for b in first + later])
+    assert (np.concatenate([b.pools for b in first + later]) == 0).all()
+    # every sequence once per epoch, epoch 1 in a new order; the straddling batch: 4 + 1 rows
+    assert sorted(rows[:n].tolist()) == list(range(n))
+    e1 = rows[n:]
+    assert len(e1) == 5 * (30 + len(later)) - n > 250 and len(set(e1.tolist())) == len(e1)
+    assert np.array_equal(rows[:n], a.order(0)[:, 1]) and np.array_equal(e1, a.order(1)[:len(e1), 1])
+    assert (e1 != rows[:len(e1)]).mean() > 0.9
+    straddle = later[n // 5 - 30]
+    assert np.array_equal(straddle.rows, np.concatenate([rows[n - 4:n], e1[:1]]))
+    assert np.array_equal(straddle.inputs, p.tokens[straddle.rows, :-1])
+    assert a.state() == {"epoch": 1, "index": len(e1)}
+    # resume inside epoch 0, right before the straddling batch, and inside epoch 1
+    for k in (0, n // 5 - 30, n // 5 - 30 + 1, len(later) - 7):
+        resumed = Batches(real, 5, seed=7)
+        straight = Batches(real, 5, seed=7)
+        for _ in range(30 + k):
+            straight.next()
+        resumed.restore(straight.state())
+        assert all(np.array_equal(x.rows, resumed.next().rows) and np.array_equal(x.inputs, straight.next().inputs)
+                   for x in later[k:k + 3]), k
+    resumed = Batches(real, 5, seed=7)
     resumed.restore(state)
-    assert all(np.array_equal(x, resumed.next().inputs) for x in later)
+    assert all(np.array_equal(x.inputs, resumed.next().inputs) for x in later)
 
 
 def test_mixture_weight_sets_the_share_of_augmented_sequences(stream: np.ndarray) -> None:
@@ -130,3 +157,34 @@ def test_a_seed_reads_real_text_in_one_order_whatever_the_augmented_pools(stream
     assert baseline == real_rows(Batches(real, 8, seed=5, augmented=[aug], share=0.3), n)
     assert baseline != real_rows(Batches(real, 8, seed=6), n)
     assert sorted(baseline[:len(real)]) == list(range(len(real)))
+
+
+def test_mixture_weights_share_out_the_augmented_rows_and_tile_small_pools(stream: np.ndarray) -> None:
+    """Guards the mixture (`Batches`): an epoch holds every real sequence once plus
+    round(n_real * share / (1 - share)) augmented rows, shared out by the weights (a pool
+    without weight gets none), each pool giving a fresh permutation of its sequences per epoch,
+    tiled when its share is larger than the pool; an empty pool or all-zero weights: real only."""
+    real = Pool("real", pack(stream[:1601], 16, pad_id=0))                 # 100 sequences
+    small = Pool("small", pack(stream[2000:2161] + 10_000, 16, pad_id=0))  # 10 sequences
+    big = Pool("big", pack(stream[3000:6201] + 20_000, 16, pad_id=0))      # 200 sequences
+    unweighted = Pool("unweighted", pack(stream[7000:7801], 16, pad_id=0))
+    assert (len(real), len(small), len(big)) == (100, 10, 200)
+    b = Batches(real, 8, seed=4, augmented=[small, big, unweighted], weights={"small": 0.6, "big": 0.4}, share=0.5)
+    assert b.per_pool == [100, 60, 40, 0] and b.epoch_size == 200
+    picked = {}
+    for epoch in (0, 1):
+        batches = [b.next() for _ in range(25)]  # 25 x 8 = one epoch exactly
+        pools = np.concatenate([x.pools for x in batches])
+        rows = np.concatenate([x.rows for x in batches])
+        assert b.state() == {"epoch": epoch + 1, "index": 0}
+        assert sorted(rows[pools == 0].tolist()) == list(range(100))
+        assert np.bincount(rows[pools == 1], minlength=10).tolist() == [6] * 10  # tiled six times
+        assert len(set(rows[pools == 2].tolist())) == 40 and not (pools == 3).any()
+        picked[epoch] = rows[pools == 2]
+        inputs = np.concatenate([x.inputs for x in batches])
+        assert (inputs[pools == 1] >= 10_000).all() and (inputs[pools == 2] >= 20_000).all()
+    assert set(picked[0].tolist()) != set(picked[1].tolist())  # a fresh permutation each epoch
+    assert Batches(real, 8, seed=4, augmented=[small], weights={"small": 0.0}, share=0.5).per_pool == [100, 0]
+    empty = Pool("empty", Packed(real.packed.tokens[:0], real.packed.mask[:0]))
+    e = Batches(real, 8, seed=4, augmented=[empty], share=0.5)
+    assert e.per_pool == [100] and e.epoch_size == 100 and len(e.pools) == 1

@@ -7,6 +7,7 @@ import math
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from lm.corpus import open_snapshot
 from lm.errors import run_cli
 from lm.evaluate import main as eval_main
 from lm.scoring import bits_per_char, evaluate, windows
-from lm.generate import generate, main as gen_main, sample_next
-from lm.loader import load_model
+from lm.generate import generate, generate_ids, main as gen_main, sample_next
+from lm.loader import LanguageModel, load_model
 from lm.tokenizer import Tokenizer, train_tokenizer
 from test_lm_corpus import corpora, tiny_run
 from test_lm_train import _copy_with_empty
@@ -94,16 +95,31 @@ def test_evaluate_a_trained_run(tmp_path_factory: pytest.TempPathFactory, capsys
     assert abs(full["bits_per_char"] - r["bits_per_char"]) < 0.1
 
 
+def assert_generated(model: LanguageModel, prompt: str, n: int, ids: list[int], **sampling: Any) -> None:
+    """`ids` is a whole continuation of `prompt`: `n` new tokens, or fewer only where the next token
+    drawn is the end of sequence (the same draws without stopping tell), and at least one."""
+    free = generate_ids(model, prompt, n, stop_at_eos=False, **sampling)
+    eos = model.tokenizer.eos_id
+    assert len(free) == n and ids == free[:len(ids)] and eos not in ids
+    assert len(ids) == n or free[len(ids)] == eos, (len(ids), n)
+    assert len(ids) > 0
+
+
 def test_generate_is_seeded_and_samples_by_the_rules(tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
     run = tiny_run(tmp_path_factory)
     capsys.readouterr()
     model = load_model(run)
     a = generate(model, "A enfermidade", 30, temperature=1.0, seed=1)
+    ids = generate_ids(model, "A enfermidade", 30, temperature=1.0, seed=1)
+    assert_generated(model, "A enfermidade", 30, ids, temperature=1.0, seed=1)
+    assert a == model.tokenizer.decode(ids) and len(ids) == 30  # this draw meets no end of sequence
     assert a == generate(model, "A enfermidade", 30, temperature=1.0, seed=1)
     assert a != generate(model, "A enfermidade", 30, temperature=1.0, seed=2)
     assert generate(model, "O", 20, temperature=0) == generate(model, "O", 20, temperature=1.0, top_k=1)
     assert gen_main([str(run), "--prompt", "O", "--max-tokens", "10", "--seed", "3"]) == 0
-    assert capsys.readouterr().out.startswith("O")
+    ids = generate_ids(model, "O", 10, temperature=0.8, seed=3)  # the command's defaults
+    assert_generated(model, "O", 10, ids, temperature=0.8, seed=3)
+    assert capsys.readouterr().out == "O" + model.tokenizer.decode(ids) + "\n"  # the prompt, then every token
     rng = np.random.default_rng(0)
     logits = np.array([0.0, 3.0, 2.9, -1.0])
     assert {sample_next(logits, rng, 1.0, top_k=2) for _ in range(200)} == {1, 2}

@@ -1,4 +1,4 @@
-"""The Llama-style model: presets, parameter counts, causality, and (with torch installed) the
+"""The Llama-style model: presets, parameter counts, causality, and (torch is a test dependency) the
 same logits as Hugging Face's LlamaForCausalLM given the same weights."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from lm.errors import UsageError
 from lm.model import PRESETS, ModelConfig, count_params, init_params, make_apply, preset
@@ -67,7 +68,6 @@ def test_bfloat16_compute_keeps_float32_params_and_logits() -> None:
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_same_logits_as_hugging_face_llama(tied: bool) -> None:
-    torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = PRESETS["tiny"].replace(tie_embeddings=tied)
     params = init_params(cfg, 0)

@@ -1,15 +1,12 @@
 """Scheduled refreshes on real gl-ctg text: no-op when unchanged, incremental, guarded, locked."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.errors import run_cli
+from pipelines.lock import CorpusLock
 from pipelines.records import record_id
 from pipelines.refresh import main as refresh_main, prune, split_ids
 
-from conftest import ROOT, gl_lines, write_spec
+from conftest import ROOT, QuietHandler, gl_lines, serving, write_spec
 
 SOURCES = ("a", "b", "c")
 
@@ -58,13 +56,19 @@ def corpus(tmp_path: Path, capsys) -> tuple[Path, Path]:
     return spec, out
 
 
-def test_unchanged_refresh_is_a_noop(corpus, capsys) -> None:
+def test_unchanged_refresh_is_a_noop(corpus, capsys, monkeypatch) -> None:
+    """Unchanged sources: no pipeline runs (nothing is re-processed) and no file is written."""
+    import pipelines.refresh
+
     spec, out = corpus
     before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*")}
-    start = time.monotonic()
+    staged: list[str] = []
+    real_stage = pipelines.refresh.stage_snapshot
+    monkeypatch.setattr(pipelines.refresh, "stage_snapshot",
+                        lambda spec, *a, **k: staged.append(spec.name) or real_stage(spec, *a, **k))
     code, result = refresh_json(spec, out, capsys=capsys)
     assert code == 0 and result == {"status": "unchanged", "version": latest(out), "name": "fresh"}
-    assert time.monotonic() - start < 60
+    assert staged == []  # no source re-read, no dedup, no split: the pipeline never started
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*")}
     assert after == before  # not one file written, touched or added
 
@@ -94,7 +98,7 @@ def test_url_source_is_fetched_only_when_it_changes(tmp_path: Path, capsys) -> N
     (root / "news.txt").write_text("\n".join(gl_lines("dev", 120)) + "\n", encoding="utf-8")
     gets: list[int] = []
 
-    class ETagHandler(http.server.BaseHTTPRequestHandler):
+    class ETagHandler(QuietHandler):
         def do_GET(self) -> None:
             data = (root / "news.txt").read_bytes()
             etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
@@ -111,13 +115,8 @@ def test_url_source_is_fetched_only_when_it_changes(tmp_path: Path, capsys) -> N
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ETagHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/news.txt"
+    with serving(ETagHandler) as base:
+        url = f"{base}/news.txt"
         spec = write_spec(tmp_path, f'[[sources]]\nurl = "{url}"\nformat = "lines"\n', name="fresh")
         out = tmp_path / "out"
         assert refresh_json(spec, out, capsys=capsys)[1]["status"] == "published"
@@ -128,8 +127,6 @@ def test_url_source_is_fetched_only_when_it_changes(tmp_path: Path, capsys) -> N
         code, result = refresh_json(spec, out, capsys=capsys)
         assert code == 0 and result["status"] == "published" and result["changed_sources"] == ["news"]
         assert gets == [200, 304, 200]
-    finally:
-        server.shutdown()
 
 
 def test_killed_refresh_leaves_latest_and_next_one_cleans_up(corpus) -> None:
@@ -166,26 +163,41 @@ def test_killed_refresh_leaves_latest_and_next_one_cleans_up(corpus) -> None:
     assert not [p for p in corpus_dir.rglob(".staging-*")]
 
 
-def test_two_concurrent_refreshes_one_publishes_other_exits_75(corpus) -> None:
+def test_two_concurrent_refreshes_one_publishes_other_exits_75(corpus, capsys) -> None:
+    """While the corpus lock is held (here by the test, as a running refresh holds it), the
+    refresh command exits 75 at once and writes nothing; once it is released a refresh publishes."""
     spec, out = corpus
+    before = latest(out)
     with open(spec.parent / "a.txt", "a", encoding="utf-8") as f:
         f.write("\n".join(gl_lines("dev", 30)) + "\n")
-    first = cli(spec, out)
-    lock = out / "fresh" / ".lock"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the first holds the lock
-        with open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError:
-                break
-        time.sleep(0.02)
-    second = cli(spec, out)
-    _, err2 = second.communicate(timeout=120)
-    out1, err1 = first.communicate(timeout=300)
-    assert second.returncode == 75 and "try again later" in err2
-    assert first.returncode == 0 and json.loads(out1.splitlines()[-1])["status"] == "published", err1
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with CorpusLock(out / "fresh"):  # flock: a second open() of .lock conflicts, even in one process
+        second = cli(spec, out)
+        _, err = second.communicate(timeout=300)
+        assert second.returncode == 75 and "try again later" in err, err
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files and latest(out) == before
+    code, result = refresh_json(spec, out, capsys=capsys)
+    assert code == 0 and result["status"] == "published" and result["previous"] == before
+    assert latest(out) == result["version"] != before
+
+
+def test_refresh_that_would_move_a_record_between_splits_publishes_nothing(corpus, capsys, monkeypatch) -> None:
+    """Validation's `moved` rule: new split fractions with the previous snapshot's pins lost (as a
+    bug in pinning would lose them) would move earlier records; exit 1, nothing published."""
+    import pipelines.corpus
+
+    spec, out = corpus
+    before = latest(out)
+    old = split_ids(out / "fresh" / before)
+    spec.write_text(spec.read_text().replace("dev = 0.1\ntest = 0.15", "dev = 0.05\ntest = 0.2"), encoding="utf-8")
+    monkeypatch.setattr(pipelines.corpus, "split_files", lambda version_dir: [])
+    code = run_cli(refresh_main, [str(spec), "--out", str(out), "--max-shrink", "0.99"])
+    err = capsys.readouterr().err
+    assert code == 1 and "previous records would change split (e.g." in err and f"LATEST still names {before}" in err
+    assert "shrink" not in err  # the moved rule alone stopped it
+    assert latest(out) == before and split_ids(out / "fresh" / before) == old
+    assert {p.name for p in (out / "fresh").iterdir() if not p.name.startswith(".")} == {"HISTORY", "LATEST", before}
+    assert not list((out / "fresh").glob(".staging-*"))
 
 
 def test_sudden_shrink_publishes_nothing(corpus, capsys) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import threading
+import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +20,7 @@ from pipelines.fetch import resolve_sources
 from pipelines.normalise import normalise_text
 from pipelines.spec import load_spec
 
-from conftest import GL, check_accounting, gl_lines, read_rejected, read_split, write_spec
+from conftest import GL, QuietHandler, check_accounting, gl_lines, read_rejected, read_split, serving, write_spec
 
 SPLITS = ("train", "dev", "test")
 
@@ -135,18 +136,12 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     root.mkdir()
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
+    class Files(http.server.SimpleHTTPRequestHandler, QuietHandler):
         def __init__(self, *a, **k):
             super().__init__(*a, directory=str(root), **k)
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with serving(Files) as base:
+        yield base, root
 
 
 def test_http_download_checksum_and_cache(tmp_path: Path, http_root: tuple[str, Path], capsys) -> None:
@@ -197,3 +192,116 @@ format = "lines"
     missing = write_spec(tmp_path, f'[[sources]]\nurl = "https://example.invalid/a.txt"\nsha256 = "{"1" * 64}"\nformat = "lines"\n', name="m")
     with pytest.raises(SourceError, match="mirror .* has no file with sha256"):
         resolve_sources(load_spec(missing), mirror=str(tmp_path / "mirror"))
+
+
+def read_all(spec_path: Path) -> dict[str, list[tuple[str, dict]]]:
+    """The reader's events per source, without Beam."""
+    from pipelines import readers
+
+    spec = load_spec(spec_path)
+    return {r.source.name: list(readers.read_source(readers.source_info(r, spec))) for r in resolve_sources(spec)}
+
+
+def test_hf_source_config_and_assign(tmp_path: Path) -> None:
+    """A local Hugging Face dataset folder with two configurations (README `configs:`, Parquet
+    files): `config` picks one, `split` the `datasets` split to load (validation -> dev), and
+    `assign` puts its records in another split of ours."""
+    sents = gl_lines("train", 40)
+    folder = tmp_path / "hfcfg"
+    parts = {("pt", "train"): sents[0:10], ("pt", "validation"): sents[10:20],
+             ("gl", "train"): sents[20:30], ("gl", "validation"): sents[30:40]}
+    for (config, split), rows in parts.items():
+        (folder / config).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"text": rows}), folder / config / f"{split}.parquet")
+    configs = "".join(f"- config_name: {c}\n  data_files:\n" + "".join(
+        f"  - split: {s}\n    path: {c}/{s}.parquet\n" for s in ("train", "validation")) for c in ("pt", "gl"))
+    (folder / "README.md").write_text(f"---\nconfigs:\n{configs}---\n# two configurations\n", encoding="utf-8")
+    spec = write_spec(tmp_path, """
+[[sources]]
+name = "gltrain"
+hf = "hfcfg"
+config = "gl"
+split = "train"
+[[sources]]
+name = "glval"
+hf = "hfcfg"
+config = "gl"
+split = "validation"
+[[sources]]
+name = "glheld"
+hf = "hfcfg"
+config = "gl"
+split = "validation"
+assign = "test"
+""")
+    events = read_all(spec)
+    got = {name: [(e["text"], e["split"]) for kind, e in ev if kind == "ok"] for name, ev in events.items()}
+    assert got == {"gltrain": [(t, "train") for t in sents[20:30]], "glval": [(t, "dev") for t in sents[30:40]],
+                   "glheld": [(t, "test") for t in sents[30:40]]}
+
+
+@pytest.fixture()
+def slow_server() -> Iterator[str]:
+    """Answers after two seconds (headers and body)."""
+    class Slow(QuietHandler):
+        def do_GET(self) -> None:
+            time.sleep(2)
+            data = b"Unha frase en galego que chega tarde.\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    with serving(Slow) as base:
+        yield base
+
+
+def test_download_timeout_is_a_source_error(tmp_path: Path, slow_server: str, monkeypatch) -> None:
+    """A server slower than the download timeout: SourceError naming the source, the URL and the timeout."""
+    import pipelines.fetch
+
+    monkeypatch.setattr(pipelines.fetch, "TIMEOUT_S", 0.2)
+    monkeypatch.setenv("SCARCE_LM_CACHE", str(tmp_path / "scarce"))
+    url = f"{slow_server}/late.txt"
+    spec = write_spec(tmp_path, f'[[sources]]\nurl = "{url}"\nformat = "lines"\n')
+    with pytest.raises(SourceError, match=re.escape(f"source late: cannot download {url} (timed out)")):
+        resolve_sources(load_spec(spec))
+    assert not [p for p in (tmp_path / "scarce").rglob("*") if p.is_file()]
+
+
+@pytest.fixture()
+def unsized_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Serves files from a folder without a Content-Length header (the body ends when the connection closes)."""
+    root = tmp_path / "unsized"
+    root.mkdir()
+
+    class NoLength(QuietHandler):
+        def do_GET(self) -> None:
+            data = (root / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(data)
+
+    with serving(NoLength) as base:
+        yield base, root
+
+
+def test_download_over_max_bytes_is_refused(tmp_path: Path, http_root: tuple[str, Path],
+                                            unsized_server: tuple[str, Path], monkeypatch) -> None:
+    """`max_bytes` caps a download: by its Content-Length before reading, and while reading when
+    the server sends none; nothing is left in the download cache either way."""
+    cache = tmp_path / "scarce"
+    monkeypatch.setenv("SCARCE_LM_CACHE", str(cache))
+    data = (GL / "dev.txt").read_bytes()[:5000]
+    for (base, root), said in ((http_root, "is 5000 bytes, over the cap of 4096"),
+                               (unsized_server, "exceeds the cap of 4096 bytes")):
+        (root / "big.txt").write_bytes(data)
+        spec = write_spec(tmp_path, f'[[sources]]\nurl = "{base}/big.txt"\nformat = "lines"\nmax_bytes = 4096\n')
+        with pytest.raises(SourceError, match=re.escape(f"source big: {base}/big.txt {said} (raise `max_bytes`)")):
+            resolve_sources(load_spec(spec))
+        assert not [p for p in cache.rglob("*") if p.is_file()]
+    # At the cap exactly, it downloads.
+    (unsized_server[1] / "fits.txt").write_bytes(data[:4096])
+    spec = write_spec(tmp_path, f'[[sources]]\nurl = "{unsized_server[0]}/fits.txt"\nformat = "lines"\nmax_bytes = 4096\n')
+    (resolved,) = resolve_sources(load_spec(spec))
+    assert Path(resolved.local).read_bytes() == data[:4096] and resolved.origin == "download"

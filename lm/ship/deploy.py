@@ -189,6 +189,11 @@ def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_gen
     return rows
 
 
+def _rate(tokens_per_second: float | None) -> str:
+    """A probe's tokens/s; None (the whole generation timed no longer than its first token) as "-"."""
+    return "-" if tokens_per_second is None else f"{tokens_per_second:,.0f}"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     head = ("| artefact | engine | weights MB | folder MB | test bits/char | first token ms (1 / all) | "
             "tokens/s 1 thread | tokens/s all | peak MB (runtime) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -202,7 +207,7 @@ def markdown(doc: dict[str, Any]) -> str:
             bpc += f" (sparsity {r['sparsity']:.2f})"
         lines.append(f"| {r['artefact']} | {r['engine']} | {r['weights_bytes'] / 1e6:.2f} | {r['folder_bytes'] / 1e6:.2f} | "
                      f"{bpc} | {one['time_to_first_token_s'] * 1e3:.1f} / {every['time_to_first_token_s'] * 1e3:.1f} | "
-                     f"{one['tokens_per_second']:,.0f} | {every['tokens_per_second']:,.0f} | "
+                     f"{_rate(one['tokens_per_second'])} | {_rate(every['tokens_per_second'])} | "
                      f"{every['peak_rss_mb']:.0f} ({every['runtime_rss_mb']:.0f}) |")
     return (f"# Deployment report: {doc['run']}\n\nCorpus {doc['corpus']}; greedy generation of {doc['tokens']} tokens "
             f"after the prompt {doc['prompt']!r}, one fresh process per measurement, on {doc['cpus']} CPUs. "
