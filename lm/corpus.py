@@ -95,12 +95,12 @@ def shard_listing(folder: Path) -> dict[str, dict[str, Any]] | None:
     return None
 
 
-def checked_shards(folder: Path) -> list[Path]:
+def checked_shards(folder: Path, listing: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """The Parquet files under `folder`, each checked against the snapshot's listing (see the
-    module doc); a DataError names the first file that does not match."""
+    module doc; `listing`: one already read); a DataError names the first file that does not match."""
     folder = Path(folder)
     files = sorted(folder.rglob("*.parquet"))
-    listing = shard_listing(folder)
+    listing = shard_listing(folder) if listing is None else listing
     if listing is None:
         return files
     present = {f.relative_to(folder).as_posix(): f for f in files}
@@ -120,12 +120,12 @@ def checked_shards(folder: Path) -> list[Path]:
 def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         raise DataError(f"split {split!r} not found: no Parquet shards in {folder}")
-    files = checked_shards(folder)
+    listing = shard_listing(folder)
+    files = checked_shards(folder, listing)
     try:
         rows = pq.read_table(files, columns=["text", "source", "doc", "pos", "id"]).to_pylist()
     except Exception as exc:  # pyarrow raises many types; the message names the folder
         raise DataError(f"cannot read split {split!r} in {folder}: {exc}") from exc
-    listing = shard_listing(folder)
     if listing is not None and len(rows) != sum(s["rows"] for s in listing.values()):
         raise DataError(f"split {split!r} in {folder}: {len(rows)} rows, the manifest says "
                         f"{sum(s['rows'] for s in listing.values())}")

@@ -30,7 +30,7 @@ from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, run_cli
 from pipelines.fetch import ResolvedSource, resolve_sources
 from pipelines.lock import CorpusLock
-from pipelines.notices import ALLOW_EMPTY_HINT, empty_warnings, warn, whole_source_warnings
+from pipelines.notices import ALLOW_EMPTY_HINT, announce
 from pipelines.snapshot import clean_stale_staging, publish
 from pipelines.spec import CorpusSpec, load_spec
 
@@ -45,9 +45,7 @@ def build(spec: CorpusSpec, out: str, mirror: str | None = None, beam_args: list
         clean_stale_staging(corpus_dir)
         staged = stage_snapshot(spec, out, resolved, beam_args)
         target = publish(corpus_dir, staged.staging, staged.version)
-    empty = empty_warnings(spec.name, staged.version, staged.stats)
-    warnings = whole_source_warnings(spec, staged.stats) + empty
-    warn(warnings)
+    warnings, empty = announce(spec, staged.version, staged.stats)
     return {"name": spec.name, "version": staged.version, "path": target, "stats": staged.stats,
             "processed_sources": staged.processed, "warnings": warnings, "empty": bool(empty)}
 

@@ -33,6 +33,14 @@ def empty_warnings(name: str, version: str, stats: dict[str, Any]) -> list[str]:
     return [f"{name} {version}: split {s} is empty" for s in SPLITS if not stats["splits"].get(s)]
 
 
+def announce(spec: CorpusSpec, version: str, stats: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Print every notice of a finished build or refresh; returns (all of them, the empty ones)."""
+    empty = empty_warnings(spec.name, version, stats)
+    notices = whole_source_warnings(spec, stats) + empty
+    warn(notices)
+    return notices, empty
+
+
 def warn(lines: list[str]) -> None:
     for line in lines:
         print(f"warning: {line}", file=sys.stderr)

@@ -40,7 +40,7 @@ from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import HttpState, resolve_sources
 from pipelines.lock import CorpusLock
-from pipelines.notices import ALLOW_EMPTY_HINT, empty_warnings, warn, whole_source_warnings
+from pipelines.notices import ALLOW_EMPTY_HINT, announce, warn
 from pipelines.snapshot import (HISTORY, LATEST, Staged, clean_stale_staging, code_sha256, publish, read_latest,
                                 remove_path, snapshot_version, verify_shards)
 from pipelines.spec import CorpusSpec, load_spec
@@ -141,9 +141,7 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         staged = stage_snapshot(spec, out, resolved, beam_args, pins_from=str(previous_dir) if previous_dir else None)
         previous = split_ids(previous_dir) if previous_dir else {}
         problems = validate(previous, staged, max_shrink)
-        empty = empty_warnings(spec.name, staged.version, staged.stats)
-        warnings = whole_source_warnings(spec, staged.stats) + empty
-        warn(warnings)
+        warnings, empty = announce(spec, staged.version, staged.stats)
         if empty and not allow_empty:
             problems.append(f"empty: the new version is empty (see the warnings above); {ALLOW_EMPTY_HINT}")
         if problems:
