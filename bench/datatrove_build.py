@@ -2,8 +2,8 @@
 
 Reads INPUT_DIR/*.jsonl (one document a line, `text` and `id`), runs GopherRepetitionFilter and
 datatrove's four MinHash dedup stages with LocalPipelineExecutor, writes under WORK_DIR and
-prints one JSON line: wall seconds of the four executors' runs, documents after the filter and
-documents kept.
+prints one JSON line: wall seconds of the four executors' runs, documents after the filter,
+documents kept, peak memory of one process and the size of its MinHash signature files.
 
 It runs in its own process on purpose: LocalPipelineExecutor's worker pool (forkserver)
 re-imports the `__main__` module in every worker, so a main module that imports Apache Beam
@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -93,8 +94,12 @@ def main(argv: list[str]) -> int:
     for executor in executors:
         executor.run()
     seconds = time.perf_counter() - start
+    # Peak memory: this process or the largest of its pool workers (ru_maxrss, KiB on Linux).
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    signatures = sum(p.stat().st_size for p in (tmp / "sigs").rglob("*") if p.is_file())
     print(json.dumps({"seconds": seconds, "filtered_in": count_jsonl(tmp / "filtered"),
-                      "kept": count_jsonl(tmp / "output")}))
+                      "kept": count_jsonl(tmp / "output"), "peak_mb": round(peak / 1024, 1),
+                      "signature_mb": round(signatures / 1e6, 1)}))
     return 0
 
 

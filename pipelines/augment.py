@@ -30,7 +30,6 @@ from typing import Any, Iterable, Iterator, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from augment.base import AugmenterError, record_seed
 from augment.util import write_text_atomic
@@ -40,6 +39,7 @@ from augment.words import WORD
 from pipelines.cli import command_parser, parse_command, print_result
 from pipelines.errors import SourceError, SpecError, run_cli
 from pipelines.records import REJECTED, Stage, StageOutput, record_id, reject
+from pipelines.runners import pipeline_options
 from pipelines.snapshot import (augmented_staging_dir, cleaned_on_failure, holding_corpus_lock, replace_folder,
                                 resolve_version, verify_shards)
 from pipelines.spec import CorpusSpec, load_spec, parse_spec
@@ -202,11 +202,12 @@ class AugmentSnapshot(beam.PTransform):
 
     def expand(self, pbegin):
         cfg = self.config
-        train = pbegin | "ReadTrain" >> beam.io.ReadFromParquet(
-            FileSystems.join(self.version_dir, "train", "*.parquet"), columns=["id", "text"])
+        # File patterns through Create + ReadAll: plain ParDos that every runner, Dask included, runs.
+        train = (pbegin | "TrainFiles" >> beam.Create([FileSystems.join(self.version_dir, "train", "*.parquet")])
+                 | "ReadTrain" >> beam.io.ReadAllFromParquet(columns=["id", "text"]))
         corpus_ids = [
-            pbegin | f"ReadIds{split}" >> beam.io.ReadFromParquet(
-                FileSystems.join(self.version_dir, split, "*.parquet"), columns=["id"])
+            pbegin | f"IdFiles{split}" >> beam.Create([FileSystems.join(self.version_dir, split, "*.parquet")])
+            | f"ReadIds{split}" >> beam.io.ReadAllFromParquet(columns=["id"])
             for split in ("train", "dev", "test")
         ]
         known = (corpus_ids | "AllIds" >> beam.Flatten()
@@ -308,7 +309,7 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
         except AugmenterError as exc:
             raise SourceError(f"augment step {step.name}: {exc}") from None
     with cleaned_on_failure(staging, f"augmentation of {vdir}"):
-        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
             _ = p | "AugmentSnapshot" >> AugmentSnapshot(vdir, staging, config, spec.language, seed)
     replace_folder(staging, target)
     add_augmented_config(vdir, spec)

@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from pipelines.errors import ScarceError, SpecError
+from pipelines.runners import check_runner_options, pipeline_options
 
 MIRROR_HELP = "serve URL sources from this folder (or set SCARCE_LM_MIRROR)"
 ALLOW_EMPTY_HELP = "exit 0 even when no record is kept or a split is empty (they are still warned about)"
@@ -61,10 +60,11 @@ def check_out(out: str) -> None:
 
 def check_beam_args(beam_args: list[str]) -> None:
     """Options our parser did not take must be Beam's; anything else is a usage error (exit 2)."""
-    known = PipelineOptions([]).get_all_options(drop_default=False, retain_unknown_options=False)
+    known = pipeline_options([]).get_all_options(drop_default=False, retain_unknown_options=False)
     for arg in beam_args:
         if arg.startswith("--") and arg[2:].split("=", 1)[0] not in known:
             raise SpecError(f"unknown option {arg} (not a Beam pipeline option either)")
+    check_runner_options(beam_args)
 
 
 def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str],

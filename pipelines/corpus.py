@@ -14,15 +14,16 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipelines
 from pipelines.dedup import ExactDedup, NearDedup
 from pipelines.fetch import ResolvedSource
+from pipelines.runners import pipeline_options, staging_location
 from pipelines.snapshot import (Staged, cache_root, cleaned_on_failure, code_sha256, snapshot_version, split_files,
                                 staging_dir)
 from pipelines.source_cache import cached_files, is_cached, process_sources, source_key
 from pipelines.spec import CorpusSpec
+from pipelines.staging import stage_source
 from pipelines.write import Finalise, WriteShards, corpus_order, outcome_keys, rejected_order
 
 
@@ -124,12 +125,15 @@ def stage_snapshot(spec: CorpusSpec, out: str, resolved: list[ResolvedSource], b
         "sources": [{"name": r.source.name, "kind": r.source.kind, "location": r.source.location,
                      "format": r.source.format, "sha256": r.sha256} for r in resolved],
     }
+    location = staging_location(beam_args, corpus_dir)
+    if location:
+        todo = [(stage_source(r, location), k) for r, k in todo]
     with cleaned_on_failure(staging, f"build of {spec.name}"):
         if todo:
             process_sources(spec, todo, root, beam_args)
         record_files, rejected_files, segment = cached_files(root, keys)
         pin_files = split_files(pins_from) if pins_from else []
-        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
             _ = p | "FinishCorpus" >> FinishCorpus(spec, record_files, rejected_files, staging, version, manifest,
                                                    segment, pin_files)
     with FileSystems.open(FileSystems.join(staging, "stats.json")) as f:

@@ -4,9 +4,10 @@ Exact: records grouped by id (sha1 of the normalised text). Near: MinHash signat
 shingles of the lower-cased text without punctuation (defaults: character 5-grams, which suit
 sentence-sized records, where one edited word changes five word 5-grams out of twenty; word
 n-grams with `shingle = "word"` for documents; 112 permutations in 14 bands of 8 rows, so pairs above a
-Jaccard similarity of about (1/14)^(1/8) = 0.72 share a band), LSH band keys through a
-`GroupByKey`, candidate pairs confirmed by their estimated Jaccard >= `threshold`, then connected
-components by union-find over the (few) confirmed edges.
+Jaccard similarity of about (1/14)^(1/8) = 0.72 share a band), LSH band keys shuffled in
+batches (one element per band and sub-shard for up to 2,000 records), candidate pairs confirmed
+by their estimated Jaccard >= `threshold`, then connected components by union-find over the
+(few) confirmed edges.
 
 Among copies, the record kept is the one in the most held-out split (test, then dev, then
 train), then the first in reading order; with `near = "keep"` the whole cluster moves to that
@@ -20,6 +21,8 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 import xxhash
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.records import Stage, StageOutput, order_key, reject, reject_record
 from pipelines.spec import DedupSpec
@@ -28,6 +31,7 @@ _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
 _NON_WORD = re.compile(r"[^\w\s]+")
 BUCKET_PAIRWISE_LIMIT = 200
+SUB_SHARDS = 8  # per band: the groups the bucket batches are shuffled into
 
 
 def shingles(text: str, n: int, unit: str = "char") -> list[str]:
@@ -56,10 +60,6 @@ class MinHasher:
         return phv.min(axis=0)
 
 
-def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(a == b))
-
-
 class ExactDedup(beam.PTransform):
     """One record per id: StageOutput(records, rejected), the other copies rejected as duplicates."""
 
@@ -80,20 +80,65 @@ class _KeepFirst(beam.DoFn):
             yield reject(reject_record(r, "exact_dedup", "exact_duplicate", duplicate_of=copies[0]["id"]))
 
 
-class _Signature(beam.DoFn):
+_HEX_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _packed_ids(ids: list[str]) -> np.ndarray:
+    """Our ids (16 hex digits) as uint64, in the same order: an array crosses workers as one
+    buffer, a list of strings one object at a time. Other ids stay strings."""
+    if all(_HEX_ID.fullmatch(i) for i in ids):
+        return np.array([int(i, 16) for i in ids], dtype=np.uint64)
+    return np.array(ids, dtype=object)
+
+
+def _unpacked_ids(ids: np.ndarray) -> list[str]:
+    return [f"{int(i):016x}" for i in ids] if ids.dtype == np.uint64 else list(ids)
+
+
+class _BandBuckets(beam.DoFn):
+    """MinHash signatures, emitted as batches: per (band, sub-shard) key, arrays of band hashes,
+    ids and signatures for up to BATCH records. One element per record and band would make the
+    shuffle 14 times the records, and a runner pays per element."""
+
+    BATCH = 2000
+
     def __init__(self, spec: DedupSpec):
         self.spec = spec
 
     def setup(self) -> None:
         self.hasher = MinHasher(self.spec.num_perm, self.spec.seed)
 
+    def start_bundle(self) -> None:
+        self.buffer: list[tuple[str, np.ndarray]] = []
+
     def process(self, record: dict[str, Any]) -> Iterator[tuple]:
         sig = self.hasher.signature(shingles(record["text"], self.spec.ngram, self.spec.shingle))
-        # Values are below 2^32: as uint32 bytes the signature is small and cheap to shuffle.
-        packed = sig.astype(np.uint32).tobytes()
-        rows = 4 * (self.spec.num_perm // self.spec.bands)
+        # Values are below 2^32: as uint32 the signature is small and cheap to shuffle.
+        self.buffer.append((record["id"], sig.astype(np.uint32)))
+        if len(self.buffer) >= self.BATCH:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for item in self._flush():
+            yield GlobalWindows.windowed_value(item)
+
+    def _flush(self) -> Iterator[tuple]:
+        if not self.buffer:
+            return
+        ids = _packed_ids([rid for rid, _ in self.buffer])
+        sigs = np.stack([sig for _, sig in self.buffer])
+        self.buffer = []
+        rows = self.spec.num_perm // self.spec.bands
         for band in range(self.spec.bands):
-            yield (band, xxhash.xxh64_intdigest(packed[band * rows:(band + 1) * rows])), (record["id"], packed)
+            block = np.ascontiguousarray(sigs[:, band * rows:(band + 1) * rows])
+            hashes = np.fromiter((xxhash.xxh64_intdigest(row.tobytes()) for row in block), dtype=np.uint64,
+                                 count=len(ids))
+            shard = hashes % SUB_SHARDS
+            for sub in range(SUB_SHARDS):
+                take = np.flatnonzero(shard == sub)
+                if len(take):
+                    # Arrays, not tuples: a batch pickles as a few buffers when it crosses workers.
+                    yield (band, sub), (hashes[take], ids[take], sigs[take])
 
 
 class _ConfirmPairs(beam.DoFn):
@@ -102,16 +147,29 @@ class _ConfirmPairs(beam.DoFn):
     def __init__(self, threshold: float):
         self.threshold = threshold
 
-    def process(self, item: tuple[Any, Iterable[tuple[str, bytes]]]) -> Iterator[tuple[str, str]]:
-        members = sorted({i: np.frombuffer(s, dtype=np.uint32) for i, s in item[1]}.items())
-        if len(members) < 2:
-            return
+    def process(self, item: tuple[Any, Iterable[tuple]]) -> Iterator[tuple[str, str]]:
+        batches = list(item[1])
+        hashes = np.concatenate([h for h, _, _ in batches])
+        parts = [i for _, i, _ in batches]
+        if len({p.dtype for p in parts}) > 1:  # packed and unpacked batches: compare as strings
+            parts = [np.array(_unpacked_ids(p), dtype=object) for p in parts]
+        ids = np.concatenate(parts)
+        sigs = np.concatenate([s for _, _, s in batches])
+        order = np.lexsort((ids, hashes))  # by bucket, then id
+        h, i = hashes[order], ids[order]
+        order = order[np.r_[True, (h[1:] != h[:-1]) | (i[1:] != i[:-1])]]  # a record once per bucket
+        starts = np.flatnonzero(np.r_[True, hashes[order][1:] != hashes[order][:-1]])
+        sizes = np.diff(np.r_[starts, len(order)])
+        for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+            members = order[start:start + size]
+            yield from self._edges(_unpacked_ids(ids[members]), sigs[members])
+
+    def _edges(self, ids: list[str], sigs: np.ndarray) -> Iterator[tuple[str, str]]:
         # Huge buckets (boilerplate) are compared against their first member only.
-        anchors = members if len(members) <= BUCKET_PAIRWISE_LIMIT else members[:1]
-        for i, (id_a, sig_a) in enumerate(anchors):
-            for id_b, sig_b in members[i + 1:]:
-                if jaccard_estimate(sig_a, sig_b) >= self.threshold:
-                    yield id_a, id_b
+        anchors = sigs if len(ids) <= BUCKET_PAIRWISE_LIMIT else sigs[:1]
+        close = (anchors[:, None, :] == sigs[None, :, :]).mean(axis=2) >= self.threshold
+        for i, j in zip(*np.nonzero(np.triu(close, 1))):
+            yield ids[i], ids[j]
 
 
 def connected_components(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -172,7 +230,7 @@ class NearDedup(beam.PTransform):
     def expand(self, records) -> StageOutput:
         edges = (
             records
-            | "Signatures" >> beam.ParDo(_Signature(self.spec))
+            | "Signatures" >> beam.ParDo(_BandBuckets(self.spec))
             | "GroupByBand" >> beam.GroupByKey()
             | "ConfirmPairs" >> beam.ParDo(_ConfirmPairs(self.spec.threshold))
             | "UniqueEdges" >> beam.Distinct()

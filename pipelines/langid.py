@@ -9,6 +9,7 @@ records under `min_score`, `flag` them (kept, `lang` set to the predicted langua
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -16,13 +17,20 @@ import apache_beam as beam
 from pipelines.records import reject, reject_record
 
 
+@functools.cache
+def _identifier() -> Any:
+    """The model, loaded once per process (it takes about half a second; a runner may set up
+    the DoFn once per bundle)."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
 class LanguageScorer:
     """Scores text for one language and its confusables."""
 
     def __init__(self, language: str, confusable: tuple[str, ...] = ()):
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.identifier = _identifier()
         known = set(self.identifier.nb_classes)
         self.accepted = {language, *confusable} & known
         self.language = language

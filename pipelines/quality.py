@@ -7,6 +7,7 @@ frequent word 2-, 3-, 4-gram, and by duplicated word 5- to 10-grams.
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections import Counter
 from typing import Any, Iterator
@@ -41,6 +42,11 @@ def duplicate_ngram_chars(words: list[str], n: int) -> int:
     return repeated
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _symbol_or_control(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "SC"
+
+
 def quality_reason(text: str, f: FilterSpec) -> str | None:
     """The first rule `text` breaks, or None when it passes."""
     if not f.enabled:
@@ -54,16 +60,16 @@ def quality_reason(text: str, f: FilterSpec) -> str | None:
     if f.min_words and len(words) < f.min_words:
         return "too_few_words"
     symbols = digits = 0
-    for ch in text:
+    for ch, k in Counter(text).items():  # each distinct character once: a text has few
         if ch.isdigit():
-            digits += 1
-        elif unicodedata.category(ch)[0] in "SC":
-            symbols += 1
+            digits += k
+        elif _symbol_or_control(ch):
+            symbols += k
     if f.max_symbol_ratio and symbols / n > f.max_symbol_ratio:
         return "symbol_ratio"
     if f.max_digit_ratio and digits / n > f.max_digit_ratio:
         return "digit_ratio"
-    if f.min_alpha_ratio and sum(any(c.isalpha() for c in w) for w in words) / len(words) < f.min_alpha_ratio:
+    if f.min_alpha_ratio and sum(any(map(str.isalpha, w)) for w in words) / len(words) < f.min_alpha_ratio:
         return "alpha_ratio"
     if f.repetition_min_words and len(words) >= f.repetition_min_words:
         chars = sum(map(len, words))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipelines.records import rejection
+from pipelines.staging import open_source
 
 Event = tuple[str, dict[str, Any]]
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -122,7 +123,8 @@ def _is_utf16_or_32(encoding: str) -> bool:
 
 def _read_text_file(info: dict[str, Any]) -> Iterator[Event]:
     name = info["name"]
-    raw = Path(info["local"]).read_bytes()
+    with open_source(info["local"]) as f:
+        raw = f.read()
     if not _is_utf16_or_32(info["encoding"]) and _looks_utf16(raw):
         yield "rejected", rejection("read", "undeclared_utf16", name, 0, raw[:64],
                                     detail=whole_source_hint("undeclared_utf16", name))
@@ -227,7 +229,7 @@ def _read_parquet(info: dict[str, Any]) -> Iterator[Event]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(info["local"])
+        pf = pq.ParquetFile(open_source(info["local"]))
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
         return

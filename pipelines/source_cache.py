@@ -18,7 +18,6 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import readers
 from pipelines.fetch import ResolvedSource
@@ -26,6 +25,7 @@ from pipelines.langid import IdentifyLanguage
 from pipelines.normalise import NormaliseText
 from pipelines.quality import QualityFilter
 from pipelines.records import Stage, reject
+from pipelines.runners import pipeline_options
 from pipelines.segment import Segment
 from pipelines.snapshot import staging_dir
 from pipelines.spec import CorpusSpec
@@ -143,7 +143,7 @@ def process_sources(spec: CorpusSpec, todo: list[tuple[ResolvedSource, str]], ro
     staging = staging_dir(root)
     infos = [readers.source_info(r, spec) for r, _ in todo]
     try:
-        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
             _ = p | "ProcessAndCache" >> ProcessAndCache(spec, infos, staging)
         for resolved, key in todo:
             target = os.path.join(root, key)

@@ -26,6 +26,8 @@ NOT_RUN: tuple[tuple[str, str], ...] = (
     (r"^(sudo |systemctl |journalctl )", "needs systemd and root"),
     (r"\bpip wheel\b", "run by test_wheel_for_remote_runners_builds, offline"),
     (r"PREVIOUS_VERSION", "the rollback: run below with a real version in place of PREVIOUS_VERSION"),
+    (r"^\.venv/bin/dask (scheduler|worker)\b|--dask_client_address tcp://SCHEDULER",
+     "starts, or needs, a long-running Dask cluster on other machines"),
 )
 
 
@@ -64,7 +66,8 @@ def test_every_runbook_command_is_run_or_excluded_by_a_rule() -> None:
     cloud = [c for c in every["runners.md"] if not_run(c) == "needs a cloud project or a cluster"]
     assert len(cloud) == 3 and all("--runner" in c and "--extra_package" in c for c in cloud)
     local = [c for c in every["runners.md"] if not not_run(c)]
-    assert len(local) == 2 and all(c.startswith(".venv/bin/python -m pipelines.") for c in local)
+    assert len(local) == 3 and all(c.startswith(".venv/bin/python -m pipelines.") for c in local)
+    assert sum("--runner DaskRunner --dask_workers 2" in c for c in local) == 1
 
 
 def test_runbook_commands_run(tmp_path: Path) -> None:
@@ -92,7 +95,7 @@ def test_runbook_commands_run(tmp_path: Path) -> None:
     (both,) = [results[c] for c in commands("scheduled-refresh.md") if "tinyshakespeare.toml" in c]
     refreshed = [json.loads(x) for x in both.stdout.splitlines()]
     assert {r["name"]: r["status"] for r in refreshed} == {"gl-ctg": "unchanged", "tinyshakespeare": "unchanged"}
-    # runners.md: the multi-process build gives the same version, and augment wrote the variants.
+    # runners.md: the multi-process and the Dask builds give the same version, and augment wrote the variants.
     assert set((out / "gl-ctg" / "HISTORY").read_text().split()) == {version}
     assert json.loads((out / "gl-ctg" / version / "augmented" / "stats.json").read_text())["total"]["kept"] > 0
     # rollback.md: point LATEST at an earlier version, atomically, as the runbook does.
