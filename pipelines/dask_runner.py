@@ -6,7 +6,7 @@ the producing transform, so every tagged output of a multi-output ParDo is the s
 pipeline with several sinks all but one are silently skipped; and a side input is recomputed
 inside each task that reads it, and `finish_bundle` output is dropped
 (runbooks/dask-runner-upstream-bug.md has the report). This runner keeps Beam's option parsing
-and its override of Create, and translates the rest itself:
+and its Create primitive, and translates the rest itself:
 
 - one bag per output PCollection: a multi-output ParDo runs once into a bag of (tag, value)
   pairs, split into one bag per tag; what `finish_bundle` outputs is kept;
@@ -39,7 +39,7 @@ from apache_beam.pipeline import AppliedPTransform, PipelineVisitor, PTransformO
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner
-from apache_beam.runners.dask.overrides import _Create, dask_overrides
+from apache_beam.runners.dask.overrides import _Create
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
@@ -91,10 +91,10 @@ def _replacing(cls: type, make) -> PTransformOverride:
 
 
 def overrides() -> list[PTransformOverride]:
-    create = [o for o in dask_overrides() if o.__class__.__name__ == "CreateOverride"]
-    return create + [_replacing(beam.GroupByKey, lambda t: _GroupByKeyOnly()),
-                     _replacing(beam.Reshuffle, lambda t: _Reshuffle()),
-                     _replacing(beam.Flatten, lambda t: _Flatten())]
+    return [_replacing(beam.Create, lambda t: _Create(t.values)),
+            _replacing(beam.GroupByKey, lambda t: _GroupByKeyOnly()),
+            _replacing(beam.Reshuffle, lambda t: _Reshuffle()),
+            _replacing(beam.Flatten, lambda t: _Flatten())]
 
 
 class _Collect(Receiver):

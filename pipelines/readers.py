@@ -228,17 +228,18 @@ def _rows(info: dict[str, Any], values: Iterator[Any]) -> Iterator[Event]:
 def _read_parquet(info: dict[str, Any]) -> Iterator[Event]:
     import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(open_source(info["local"]))
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
-        return
-    if info["column"] not in pf.schema_arrow.names:
-        yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(pf.schema_arrow.names),
-                                    detail=f"no column {info['column']!r}")
-        return
-    yield from _rows(info, (v for batch in pf.iter_batches(columns=[info["column"]])
-                            for v in batch.column(0).to_pylist()))
+    with open_source(info["local"]) as f:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
+            return
+        if info["column"] not in pf.schema_arrow.names:
+            yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(pf.schema_arrow.names),
+                                        detail=f"no column {info['column']!r}")
+            return
+        yield from _rows(info, (v for batch in pf.iter_batches(columns=[info["column"]])
+                                for v in batch.column(0).to_pylist()))
 
 
 def _read_hf(info: dict[str, Any]) -> Iterator[Event]:

@@ -6,7 +6,7 @@ drops tagged outputs and sinks silently (see that module), so every spelling tha
 """
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.dask_runner import ScarceDaskOptions  # defining it registers --dask_workers with Beam
 from pipelines.errors import SpecError
@@ -44,14 +44,6 @@ def check_runner_options(beam_args: list[str]) -> None:
         raise SpecError(f"--dask_workers {workers}: give at least 1")
 
 
-def runner_name(beam_args: list[str] | None) -> str:
-    """The runner the options select, by class name (DirectRunner when none is given)."""
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    runner = pipeline_options(beam_args).view_as(StandardOptions).runner or "DirectRunner"
-    return runner if isinstance(runner, str) else type(runner).__name__
-
-
 class StagingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -68,9 +60,9 @@ def staging_location(beam_args: list[str] | None, corpus_dir: str) -> str | None
     copies (the DirectRunner runs here)."""
     from apache_beam.io.filesystems import FileSystems
 
-    explicit = pipeline_options(beam_args).view_as(StagingOptions).staging
-    if explicit:
-        return explicit
-    if runner_name(beam_args).rsplit(".", 1)[-1].lower() in DIRECT:
-        return None
-    return FileSystems.join(corpus_dir, ".staged-sources")
+    options = pipeline_options(beam_args)
+    if options.view_as(StagingOptions).staging:
+        return options.view_as(StagingOptions).staging
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return None if name.rsplit(".", 1)[-1].lower() in DIRECT else FileSystems.join(corpus_dir, ".staged-sources")
