@@ -21,9 +21,9 @@ For each corpus it times, one fresh process per run:
 
 records/s = input records / wall seconds, best of the runs. peak_mb: the largest resident set
 of any one process of the run (ours: the build process or a Dask worker; datatrove: its main
-process or a pool worker). dedup_shuffle_mb: what near dedup moves between stages (ours: the
-LSH entries, band hash + id + 112-value signature per record and band; datatrove: the size of its
-signature files). Writes bench/results/build.json and the "Corpus build" section of
+process or a pool worker). dedup_shuffle_mb: what near dedup moves between stages (ours: band
+entries, signatures and bucket members as counted in stats.json's `near_dedup_shuffle`, see
+`shuffle_mb`; datatrove: the size of its signature files). Writes bench/results/build.json and the "Corpus build" section of
 bench/README.md (template: bench/templates/build.md); `--readme` rewrites that section from the
 results JSON without running anything.
 """
@@ -146,12 +146,19 @@ def one_run(spec_path: str, runner: str, workers: int) -> dict[str, Any]:
         with Client(cluster, set_as_default=False) as client:
             usages += client.run(lambda: __import__("resource").getrusage(0).ru_maxrss).values()
     stats = built["stats"]
-    near = sum(stats["stages"].get("near_dedup", {}).values())
-    entries = (stats["kept"] + near) * spec.dedup.bands
     return {"seconds": seconds, "input": stats["input"], "kept": stats["kept"],
             "filtered": sum(stats["stages"].get("quality", {}).values()), "rejected": stats["rejected"],
             "duplicates": stats["duplicates"], "peak_mb": peak_mb(*usages),
-            "dedup_shuffle_mb": round(entries * (8 + 8 + 4 * spec.dedup.num_perm) / 1e6, 1)}
+            "dedup_shuffle_mb": shuffle_mb(stats.get("near_dedup_shuffle", {}), spec.dedup.num_perm)}
+
+
+def shuffle_mb(moved: dict[str, int], num_perm: int) -> float:
+    """The payload near dedup moves (stats.json's counts): a band entry is a band hash and an id
+    (8 + 8 bytes); a signature travels with its id (16 characters) to its shard, and again with
+    its bucket key (8 bytes) to each multi-member bucket that holds it."""
+    sig = 4 * num_perm
+    return round((moved.get("band_entries", 0) * 16 + moved.get("signatures", 0) * (sig + 16)
+                  + moved.get("bucket_members", 0) * (sig + 16 + 8)) / 1e6, 1)
 
 
 def run_ours(spec_path: Path, runner: str, workers: int, log: Path) -> dict[str, Any]:

@@ -226,7 +226,7 @@ class AugmentSnapshot(beam.PTransform):
             | "JoinCorpus" >> beam.CoGroupByKey()
             | "DropKnown" >> Stage(_DropKnown())
         )
-        shards = (deduped.records | "ToGroup" >> beam.Map(lambda v: ("train", v))
+        shards = (deduped.records | "ToGroup" >> beam.Map(lambda v: ("train", [v]))
                   | "WriteVariants" >> WriteShards(self.staging, "parquet", 200_000, variant_order, SCHEMA))
         rejected = [s.rejected for s in steps] + [deduped.rejected] | "AllRejected" >> beam.Flatten()
         counts = (

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from collections import Counter
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 import pipelines
@@ -24,34 +27,71 @@ from pipelines.snapshot import (Staged, cache_root, cleaned_on_failure, code_sha
 from pipelines.source_cache import cached_files, is_cached, process_sources, source_key
 from pipelines.spec import CorpusSpec
 from pipelines.staging import stage_source
-from pipelines.write import Finalise, WriteShards, corpus_order, outcome_keys, rejected_order
+from pipelines.records import BATCH, batched, group_by
+from pipelines.write import Finalise, WriteShards, corpus_order, outcome_counts, rejected_order
+
+
+class ReadBatches(beam.DoFn):
+    """A Parquet (records) or JSON-lines (rejections) file of ours, as batches of dicts."""
+
+    def process(self, path: str) -> Iterator[list[dict[str, Any]]]:
+        with FileSystems.open(path) as f:
+            data = f.read()
+        if path.endswith(".parquet"):
+            for part in pq.read_table(pa.BufferReader(data)).to_batches(BATCH):
+                yield part.to_pylist()
+        else:
+            yield from batched(map(json.loads, data.decode("utf-8").splitlines()))
+
+
+def _pins_of(path: str) -> dict[str, str]:
+    """{id: split} of one shard of the previous snapshot (the split is the shard's folder)."""
+    with FileSystems.open(path) as f:
+        ids = pq.read_table(pa.BufferReader(f.read()), columns=["id"]).column("id").to_pylist()
+    split = os.path.basename(os.path.dirname(path))
+    return dict.fromkeys(ids, split)
+
+
+def _merge_pins(item: tuple[None, Iterable[dict[str, str]]]) -> dict[str, str]:
+    """One {id: split} map; an id in several splits keeps the first split by name."""
+    pins: dict[str, str] = {}
+    for part in item[1]:
+        for rid, split in part.items():
+            pins[rid] = min(split, pins.get(rid, split))
+    return pins
+
+
+def _pin(batch: list[dict[str, Any]], pins: dict[str, str]) -> list[dict[str, Any]]:
+    return [{**r, "split": pins[r["id"]], "pinned": True} if r["id"] in pins else r for r in batch]
 
 
 class ApplyPins(beam.PTransform):
     """Records that were in the previous snapshot keep its split (refresh); `pinned` marks them."""
 
-    def expand(self, inputs):
-        records, pins = inputs
-        return (
-            {"records": records | "KeyRecords" >> beam.Map(lambda r: (r["id"], r)), "pins": pins}
-            | "JoinPins" >> beam.CoGroupByKey()
-            | "Pin" >> beam.FlatMap(_pin)
-        )
+    def __init__(self, pin_files: list[str]):
+        super().__init__()
+        self.pin_files = pin_files
+
+    def expand(self, batches):
+        pins = (batches.pipeline | "PinFiles" >> beam.Create(self.pin_files) | "ReadPins" >> beam.Map(_pins_of)
+                | "OneKey" >> beam.Map(lambda d: (None, d)) | "AllPins" >> beam.GroupByKey()
+                | "MergePins" >> beam.Map(_merge_pins))
+        return batches | "Pin" >> beam.Map(_pin, beam.pvalue.AsSingleton(pins))
 
 
-def _pin(item: tuple[str, dict]) -> Iterator[dict]:
-    pins = sorted(item[1]["pins"])
-    for r in item[1]["records"]:
-        yield {**r, "split": pins[0], "pinned": True} if pins else r
+def _by_split(batch: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    yield from group_by(batch, lambda r: r["split"]).items()
 
 
-def _split_of_path(item: tuple[str, dict]) -> tuple[str, str]:
-    path, row = item
-    return row["id"], os.path.basename(os.path.dirname(path))
+def _split_chars(batch: list[dict[str, Any]]) -> Iterator[tuple[str, int]]:
+    chars: Counter = Counter()
+    for r in batch:
+        chars[r["split"]] += len(r["text"])
+    yield from chars.items()
 
 
 class FinishCorpus(beam.PTransform):
-    """Corpus-wide stages over every source's cached output: pins, dedup, split, write."""
+    """Corpus-wide stages over every source's cached output, in batches: pins, dedup, split, write."""
 
     def __init__(self, spec: CorpusSpec, record_files: list[str], rejected_files: list[str], root: str,
                  version: str, manifest: dict[str, Any], segment: dict[str, int], pin_files: list[str]):
@@ -61,41 +101,38 @@ class FinishCorpus(beam.PTransform):
 
     def expand(self, pbegin):
         spec = self.spec
-        records = (pbegin | "RecordFiles" >> beam.Create(self.record_files)
-                   | "ReadRecords" >> beam.io.ReadAllFromParquet())
-        rejected = (pbegin | "RejectedFiles" >> beam.Create(self.rejected_files)
-                    | "ReadRejected" >> beam.io.ReadAllFromText()
-                    | "ParseRejected" >> beam.Map(json.loads))
+        records = pbegin | "RecordFiles" >> beam.Create(self.record_files) | "ReadRecords" >> beam.ParDo(ReadBatches())
+        if not spec.dedup.exact:  # exact dedup's shuffle spreads the batches over the workers; else spread them
+            records = records | "Spread" >> beam.Reshuffle()
+        rejected = pbegin | "RejectedFiles" >> beam.Create(self.rejected_files) | "ReadRejected" >> beam.ParDo(ReadBatches())
         if self.pin_files:
-            pins = (pbegin | "PinFiles" >> beam.Create(self.pin_files)
-                    | "ReadPins" >> beam.io.ReadAllFromParquet(columns=["id"], with_filename=True)
-                    | "PinSplit" >> beam.Map(_split_of_path))
-            records = (records, pins) | "ApplyPins" >> ApplyPins()
+            records = records | "ApplyPins" >> ApplyPins(self.pin_files)
 
         # What the dedup stages reject are the duplicates: counted apart from `rejected` in stats.
         duplicates = []
         if spec.dedup.exact:
             records, exact_dups = records | "ExactDedup" >> ExactDedup()
             duplicates.append(exact_dups)
+        sizes = []
         if spec.dedup.near != "off":
-            records, near_dups = records | "NearDedup" >> NearDedup(spec.dedup)
+            records, near_dups, lsh = records | "NearDedup" >> NearDedup(spec.dedup)
             duplicates.append(near_dups)
+            sizes.append(lsh | "LshKeys" >> beam.Map(lambda kv: (("shuffle", "", "near_dedup", kv[0]), kv[1])))
         dups = (tuple(duplicates) or (pbegin | "NoDuplicates" >> beam.Create([]),)) | "AllDuplicates" >> beam.Flatten()
 
-        shards = (records | "BySplit" >> beam.Map(lambda r: (r["split"], r))
+        shards = (records | "BySplit" >> beam.FlatMap(_by_split)
                   | "WriteSplits" >> WriteShards(self.root, "parquet", spec.output.rows_per_shard, corpus_order))
         dropped = (rejected, dups) | "RejectedAndDuplicates" >> beam.Flatten()
-        (dropped | "ByRejected" >> beam.Map(lambda r: ("rejected", r))
+        (dropped | "ByRejected" >> beam.Map(lambda batch: ("rejected", batch))
          | "WriteRejected" >> WriteShards(self.root, "jsonl", spec.output.rows_per_shard, rejected_order, None))
         counts = (
-            (records | "KeptKeys" >> beam.Map(outcome_keys("kept")),
-             rejected | "RejectedKeys" >> beam.Map(outcome_keys("rejected")),
-             dups | "DuplicateKeys" >> beam.Map(outcome_keys("duplicate")))
+            (records | "KeptKeys" >> beam.FlatMap(outcome_counts("kept")),
+             rejected | "RejectedKeys" >> beam.FlatMap(outcome_counts("rejected")),
+             dups | "DuplicateKeys" >> beam.FlatMap(outcome_counts("duplicate")), *sizes)
             | "AllOutcomes" >> beam.Flatten()
-            | "CountOutcomes" >> beam.combiners.Count.PerElement()
+            | "CountOutcomes" >> beam.CombinePerKey(sum)
         )
-        chars = (records | "SplitChars" >> beam.Map(lambda r: (r["split"], len(r["text"])))
-                 | "SumChars" >> beam.CombinePerKey(sum))
+        chars = records | "SplitChars" >> beam.FlatMap(_split_chars) | "SumChars" >> beam.CombinePerKey(sum)
         return (
             pbegin
             | "Once" >> beam.Create([None])

@@ -46,6 +46,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 PARTITIONS_PER_WORKER = 2
+PRELOAD = ("apache_beam", "pipelines.corpus")  # what a local cluster's workers import as they start
 _GLOBAL = (GlobalWindow(),)
 _CLUSTERS: dict[int, Any] = {}
 
@@ -275,8 +276,9 @@ class _BagVisitor(PipelineVisitor):
         sides = [self.bags[si.pvalue].reduction(list, _concat).to_delayed(optimize_graph=False)
                  for si in node.side_inputs]
         tagged = len(node.outputs) > 1
+        # Tasks named by their transform, as Dask's dashboard and task stream show them.
         result = bag.map_partitions(_run_bundle, transform.fn, node.full_label, list(args), kwargs, views, tagged,
-                                    *sides)
+                                    *sides, token=node.full_label)
         for tag, out in node.outputs.items():
             self.bags[out] = result.map_partitions(_of_tag, tag) if tagged else result
 
@@ -295,8 +297,10 @@ def local_cluster(workers: int) -> Any:
         from distributed import LocalCluster
 
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines would drown ours
+        # Workers import Beam and the pipeline stages as they start, not inside the first task.
         _CLUSTERS[workers] = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                          dashboard_address=None, silence_logs=logging.ERROR)
+                                          dashboard_address=None, silence_logs=logging.ERROR,
+                                          preload=list(PRELOAD))
         if len(_CLUSTERS) == 1:
             atexit.register(close_local_clusters)
     return _CLUSTERS[workers]

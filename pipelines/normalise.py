@@ -20,13 +20,15 @@ _CONTROL = {c: None for c in [*range(0x20), *range(0x7F, 0xA0)] if c not in (0x0
 # ASCII without control characters (tab and newline aside) is text ftfy leaves as it is with the
 # settings above: mojibake, odd widths, ligatures and NFC all need non-ASCII characters.
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # the keys of _CONTROL
 
 
 def normalise_text(text: str) -> str:
     """Repaired, NFC, no control characters, single spaces, no empty lines, stripped."""
     if not text.isascii() or _ASCII_CONTROL.search(text):
         text = ftfy.fix_text(text, _FTFY)
-    text = text.translate(_CONTROL)
+        if _ANY_CONTROL.search(text):  # a search is much faster than a translate that changes nothing
+            text = text.translate(_CONTROL)
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return unicodedata.normalize("NFC", "\n".join(line for line in lines if line))
 

@@ -69,16 +69,24 @@ def quality_reason(text: str, f: FilterSpec) -> str | None:
         return "symbol_ratio"
     if f.max_digit_ratio and digits / n > f.max_digit_ratio:
         return "digit_ratio"
-    if f.min_alpha_ratio and sum(any(map(str.isalpha, w)) for w in words) / len(words) < f.min_alpha_ratio:
+    # A word counts when it has a letter; most words are all letters, which one call tells.
+    if f.min_alpha_ratio and sum(w.isalpha() or any(map(str.isalpha, w)) for w in words) / len(words) < f.min_alpha_ratio:
         return "alpha_ratio"
     if f.repetition_min_words and len(words) >= f.repetition_min_words:
         chars = sum(map(len, words))
+        # No repeated n-gram means no repeated longer one: the longer checks are then all 0.
         for k, limit in zip((2, 3, 4), f.top_ngram_fraction):
-            if limit and top_ngram_chars(words, k) / chars > limit:
+            covered = top_ngram_chars(words, k)
+            if limit and covered / chars > limit:
                 return f"top_{k}gram"
+            if not covered:
+                break
         for k, limit in zip(range(5, 11), f.dup_ngram_fraction):
-            if limit and duplicate_ngram_chars(words, k) / chars > limit:
+            repeated = duplicate_ngram_chars(words, k)
+            if limit and repeated / chars > limit:
                 return f"dup_{k}gram"
+            if not repeated:
+                break
     return None
 
 

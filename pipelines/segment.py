@@ -7,12 +7,13 @@ own text. Training order is fixed by (doc, pos) so the model is identical across
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
 
-from pipelines.records import record_id
+from pipelines.records import group_by, record_id
 
 TRAIN_CHARS = 5_000_000
 _WS = re.compile(r"\s+")
@@ -31,8 +32,8 @@ class _PunktSample(beam.CombineFn):
     def create_accumulator(self) -> list:
         return []
 
-    def add_input(self, acc: list, item: tuple) -> list:
-        acc.append(item)
+    def add_input(self, acc: list, items: list) -> list:
+        acc.extend(items)
         return acc
 
     def merge_accumulators(self, accs: Iterable[list]) -> list:
@@ -48,29 +49,47 @@ class _PunktSample(beam.CombineFn):
         return train_punkt(texts)
 
 
-class SplitSentences(beam.DoFn):
-    """Cuts a unit into sentences; pos = unit pos * 10,000 + sentence number keeps the order."""
+def _to_train(batch: list[dict[str, Any]]) -> Iterator[tuple[str, list]]:
+    """(source, [((doc, pos), text), ...]) for the records of a batch that ask for segmentation."""
+    for source, records in group_by((r for r in batch if r.get("segment")), lambda r: r["source"]).items():
+        yield source, [((r["doc"], r["pos"]), r["text"]) for r in records]
 
-    def process(self, record: dict[str, Any], models: dict[str, PunktParameters]) -> Iterator[dict[str, Any]]:
-        if not record.get("segment"):
-            yield record
-            return
-        tokenizer = PunktSentenceTokenizer(models[record["source"]])
-        for k, (start, end) in enumerate(tokenizer.span_tokenize(record["text"])):
-            text = _WS.sub(" ", record["text"][start:end]).strip()
-            if text:
-                yield {**record, "text": text, "id": record_id(text), "pos": record["pos"] * 10_000 + k,
-                       "offset": record["offset"] + start}
+
+class SplitSentences(beam.DoFn):
+    """Cuts each unit of a batch into sentences; pos = unit pos * 10,000 + sentence number keeps
+    the order. Counts, per source, the units it cut and the sentences they gave (tag `counts`)."""
+
+    def process(self, batch: list[dict[str, Any]], models: dict[str, PunktParameters]) -> Iterator[Any]:
+        out: list[dict[str, Any]] = []
+        counts: Counter = Counter()
+        for record in batch:
+            if not record.get("segment"):
+                out.append(record)
+                continue
+            counts[record["source"], "units_in"] += 1
+            tokenizer = PunktSentenceTokenizer(models[record["source"]])
+            for k, (start, end) in enumerate(tokenizer.span_tokenize(record["text"])):
+                text = _WS.sub(" ", record["text"][start:end]).strip()
+                if text:
+                    counts[record["source"], "sentences_out"] += 1
+                    out.append({**record, "text": text, "id": record_id(text), "pos": record["pos"] * 10_000 + k,
+                                "offset": record["offset"] + start})
+        if out:
+            yield out
+        for key, n in counts.items():
+            yield beam.pvalue.TaggedOutput("counts", (key, n))
 
 
 class Segment(beam.PTransform):
-    """Trains one Punkt model per source that asks for segmentation, then splits its units."""
+    """Trains one Punkt model per source that asks for segmentation, then splits its units:
+    (batches of records, ((source, "units_in" | "sentences_out"), count) pairs)."""
 
-    def expand(self, records):
+    def expand(self, batches):
         models = (
-            records
-            | "ToSegment" >> beam.Filter(lambda r: r.get("segment"))
-            | "KeyBySource" >> beam.Map(lambda r: (r["source"], ((r["doc"], r["pos"]), r["text"])))
+            batches
+            | "ToSegment" >> beam.FlatMap(_to_train)
             | "TrainPunkt" >> beam.CombinePerKey(_PunktSample())
         )
-        return records | "SplitSentences" >> beam.ParDo(SplitSentences(), beam.pvalue.AsDict(models))
+        out = batches | "SplitSentences" >> beam.ParDo(SplitSentences(), beam.pvalue.AsDict(models)).with_outputs(
+            "counts", main="records")
+        return out.records, out.counts | "SumCounts" >> beam.CombinePerKey(sum)

@@ -24,12 +24,12 @@ from pipelines.fetch import ResolvedSource
 from pipelines.langid import IdentifyLanguage
 from pipelines.normalise import NormaliseText
 from pipelines.quality import QualityFilter
-from pipelines.records import Stage, reject
+from pipelines.records import BATCH, Stage, Stages, flatten, nonempty
 from pipelines.runners import pipeline_options
 from pipelines.segment import Segment
 from pipelines.snapshot import staging_dir
 from pipelines.spec import CorpusSpec
-from pipelines.split import assign_split
+from pipelines.split import AssignSplit
 from pipelines.write import jsonl_bytes, parquet_bytes, rejected_order, write_bytes
 
 RECORDS, REJECTED, META = "records.parquet", "rejected.jsonl", "meta.json"
@@ -55,24 +55,29 @@ def is_cached(root: str, key: str) -> bool:
 
 
 class ReadSource(beam.DoFn):
+    """One source's units, as batches of records, and its rejections."""
+
     def process(self, info: dict[str, Any]) -> Iterator[Any]:
+        records: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
         for kind, item in readers.read_source(info):
-            yield item if kind == "ok" else reject(item)
+            if kind != "ok":
+                rejected.append(item)
+                continue
+            records.append(item)
+            if len(records) == BATCH:
+                yield records
+                records = []
+        yield from nonempty(records, rejected)
 
 
-class _CountSegment(beam.DoFn):
-    """Counts records that ask for segmentation, before and after it, per source."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def process(self, record: dict[str, Any]) -> Iterator[tuple[str, str]]:
-        if record.get("segment"):
-            yield record["source"], self.key
+def _by_source(batch: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """A batch keyed by its source (every batch comes from one source)."""
+    return batch[0]["source"], batch
 
 
 class ProcessSources(beam.PTransform):
-    """Source infos in; (records with their own split, rejections, segment counts) out."""
+    """Source infos in; (record batches with their own split, rejection batches, segment counts) out."""
 
     def __init__(self, spec: CorpusSpec, infos: list[dict[str, Any]]):
         super().__init__()
@@ -82,20 +87,17 @@ class ProcessSources(beam.PTransform):
         spec = self.spec
         read = pbegin | "Sources" >> beam.Create(self.infos) | "Read" >> Stage(ReadSource())
         units = read.records | "Spread" >> beam.Reshuffle()
-        normal = units | "Normalise" >> Stage(NormaliseText())
-        segmented = normal.records | "Segment" >> Segment()
-        lang = segmented | "IdentifyLanguage" >> Stage(IdentifyLanguage(
-            spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score))
-        good = lang.records | "Quality" >> Stage(QualityFilter(spec.filters))
-        records = good.records | "AssignSplit" >> beam.Map(assign_split, spec.split)
-        rejected = (read.rejected, normal.rejected, lang.rejected, good.rejected) | "AllRejected" >> beam.Flatten()
-        segment = (
-            (normal.records | "UnitsToSegment" >> beam.ParDo(_CountSegment("units_in")),
-             segmented | "SentencesOut" >> beam.ParDo(_CountSegment("sentences_out")))
-            | "SegmentKeys" >> beam.Flatten()
-            | "CountSegment" >> beam.combiners.Count.PerElement()
-        )
-        return records, rejected, segment
+        label = (IdentifyLanguage(spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score),
+                 QualityFilter(spec.filters), AssignSplit(spec.split))
+        if not any(info["segment"] for info in self.infos):
+            good = units | "NormaliseIdentifyQualitySplit" >> Stages(NormaliseText(), *label)
+            segment = pbegin | "NoSegmentation" >> beam.Create([])
+            return good.records, (read.rejected, good.rejected) | "AllRejected" >> beam.Flatten(), segment
+        normal = units | "Normalise" >> Stages(NormaliseText())
+        segmented, segment = normal.records | "Segment" >> Segment()
+        good = segmented | "IdentifyQualitySplit" >> Stages(*label)
+        rejected = (read.rejected, normal.rejected, good.rejected) | "AllRejected" >> beam.Flatten()
+        return good.records, rejected, segment
 
 
 class _WriteSource(beam.DoFn):
@@ -107,9 +109,9 @@ class _WriteSource(beam.DoFn):
     def process(self, item: tuple[str, dict[str, Iterable]]) -> Iterator[str]:
         name, parts = item
         folder = FileSystems.join(self.staging, name)
-        records = sorted(parts["records"], key=lambda r: (r["doc"], r["pos"], r["id"]))
+        records = sorted(flatten(parts["records"]), key=lambda r: (r["doc"], r["pos"], r["id"]))
         write_bytes(FileSystems.join(folder, RECORDS), parquet_bytes(records, CACHE_SCHEMA))
-        write_bytes(FileSystems.join(folder, REJECTED), jsonl_bytes(sorted(parts["rejected"], key=rejected_order)))
+        write_bytes(FileSystems.join(folder, REJECTED), jsonl_bytes(sorted(flatten(parts["rejected"]), key=rejected_order)))
         segment = {k: n for (_, k), n in parts["segment"]}
         meta = {"source": name, "records": len(records), "segment": dict(sorted(segment.items()))}
         write_bytes(FileSystems.join(folder, META), json.dumps(meta, sort_keys=True).encode())
@@ -127,8 +129,8 @@ class ProcessAndCache(beam.PTransform):
         records, rejected, segment = pbegin | "ProcessSources" >> ProcessSources(self.spec, self.infos)
         names = pbegin | "SourceNames" >> beam.Create([info["name"] for info in self.infos])
         return (
-            {"records": records | "RecordBySource" >> beam.Map(lambda r: (r["source"], r)),
-             "rejected": rejected | "RejectedBySource" >> beam.Map(lambda r: (r["source"], r)),
+            {"records": records | "RecordBySource" >> beam.Map(_by_source),
+             "rejected": rejected | "RejectedBySource" >> beam.Map(_by_source),
              "segment": segment | "SegmentBySource" >> beam.Map(lambda kv: (kv[0][0], kv)),
              # every source gets its folder, even one whose only output is a rejection or nothing
              "names": names | "NameKeys" >> beam.Map(lambda n: (n, n))}

@@ -3,7 +3,9 @@ read), or a hash of its id (`hash`, stable as the corpus grows). Dedup then move
 to the most held-out split of their cluster."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
+
+import apache_beam as beam
 
 from pipelines.spec import SplitSpec
 
@@ -17,3 +19,13 @@ def assign_split(record: dict[str, Any], split: SplitSpec) -> dict[str, Any]:
     if split.method == "hash":
         return {**record, "split": hash_split(record["id"], split.dev, split.test)}
     return record  # `source` and `tail` splits were set when the unit was read
+
+
+class AssignSplit(beam.DoFn):
+    """The record stage that gives each record its split (`assign_split`)."""
+
+    def __init__(self, split: SplitSpec):
+        self.split = split
+
+    def process(self, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield assign_split(record, self.split)

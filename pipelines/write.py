@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.records import SPLIT_PRIORITY
+from pipelines.records import SPLIT_PRIORITY, flatten, group_by
 
 SPLITS = ("train", "dev", "test")
 SCHEMA = pa.schema([
@@ -61,16 +61,29 @@ class _WriteShard(beam.DoFn):
     def __init__(self, root: str, ext: str, sort_key: Callable[[dict], tuple], schema: pa.Schema | None):
         self.root, self.ext, self.sort_key, self.schema = root, ext, sort_key, schema
 
-    def process(self, item: tuple[tuple[str, int, int], Iterable[dict]]) -> Iterator[dict[str, Any]]:
-        (group, index, count), rows = item
-        rows = sorted(rows, key=self.sort_key)
+    def process(self, item: tuple[tuple[str, int, int], Iterable[list[dict]]]) -> Iterator[dict[str, Any]]:
+        (group, index, count), parts = item
+        rows = sorted(flatten(parts), key=self.sort_key)
         data = parquet_bytes(rows, self.schema) if self.ext == "parquet" else jsonl_bytes(rows)
         name = shard_name(group, index, count, self.ext)
         yield {"path": name, "group": group, "rows": len(rows), "sha256": write_bytes(FileSystems.join(self.root, name), data)}
 
 
+def _row_number(row: dict[str, Any]) -> int:
+    """What picks a row's shard: its id, or a hash of the row when it has none."""
+    return int(row.get("id") or hashlib.sha1(json.dumps(row, sort_keys=True).encode()).hexdigest()[:16], 16)
+
+
+def _shard_parts(item: tuple[str, list[dict]], counts: dict[str, int], per_shard: int) -> Iterator[tuple]:
+    group, rows = item
+    n = max(1, math.ceil(counts[group] / per_shard))
+    for index, part in group_by(rows, lambda row: _row_number(row) % n).items():
+        yield (group, index, n), part
+
+
 class WriteShards(beam.PTransform):
-    """Writes (group, row) pairs as sorted shards of at most about `rows_per_shard` rows each."""
+    """Writes (group, batch of rows) pairs as sorted shards of at most about `rows_per_shard` rows
+    each; a row's shard is its id modulo the group's shard count."""
 
     def __init__(self, root: str, ext: str, rows_per_shard: int, sort_key: Callable[[dict], tuple],
                  schema: pa.Schema | None = SCHEMA):
@@ -78,28 +91,26 @@ class WriteShards(beam.PTransform):
         self.root, self.ext, self.rows_per_shard = root, ext, rows_per_shard
         self.sort_key, self.schema = sort_key, schema
 
-    def expand(self, rows):
-        counts = rows | "Count" >> beam.combiners.Count.PerKey()
-        per_shard = self.rows_per_shard
-
-        def key(item, counts):
-            group, row = item
-            n = max(1, math.ceil(counts[group] / per_shard))
-            return (group, int(row.get("id") or hashlib.sha1(json.dumps(row, sort_keys=True).encode()).hexdigest()[:16], 16) % n, n), row
-
+    def expand(self, batches):
+        counts = (batches | "Sizes" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
+                  | "Count" >> beam.CombinePerKey(sum))
         return (
-            rows
-            | "ShardKey" >> beam.Map(key, beam.pvalue.AsDict(counts))
+            batches
+            | "ShardKey" >> beam.FlatMap(_shard_parts, beam.pvalue.AsDict(counts), self.rows_per_shard)
             | "GroupShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(_WriteShard(self.root, self.ext, self.sort_key, self.schema))
         )
 
 
-def outcome_keys(kind: str):
-    """Map a record or rejection to the (outcome, source, stage, reason) key that stats counts."""
-    if kind == "kept":
-        return lambda r: ("kept", r["source"], "split", r["split"])
-    return lambda r: (kind, r["source"], r["stage"], r["reason"])
+def outcome_counts(kind: str) -> Callable[[list[dict[str, Any]]], Iterator[tuple[tuple[str, str, str, str], int]]]:
+    """For a batch of records (`kept`) or rejections: its (outcome, source, stage, reason) keys, counted."""
+    def counts(batch: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str, str, str], int]]:
+        if kind == "kept":
+            keys = Counter(("kept", r["source"], "split", r["split"]) for r in batch)
+        else:
+            keys = Counter((kind, r["source"], r["stage"], r["reason"]) for r in batch)
+        yield from keys.items()
+    return counts
 
 
 def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment: dict[str, int]) -> dict[str, Any]:
@@ -110,7 +121,11 @@ def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment
     total, sources = empty(), defaultdict(empty)
     splits = {s: 0 for s in SPLITS}
     stages: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    shuffle: dict[str, int] = {}
     for (outcome, source, stage, reason), n in counts:
+        if outcome == "shuffle":  # what near dedup moved between steps, not records
+            shuffle[reason] = shuffle.get(reason, 0) + n
+            continue
         field = {"kept": "kept", "rejected": "rejected", "duplicate": "duplicates"}[outcome]
         for target in (total, sources[source]):
             target[field] += n
@@ -126,6 +141,7 @@ def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment
         "splits": splits,
         "stages": {s: dict(sorted(stages[s].items())) for s in stage_order if s in stages},
         "segment": segment,
+        **({"near_dedup_shuffle": dict(sorted(shuffle.items()))} if shuffle else {}),
         "sources": {name: {**{k: v for k, v in s.items() if k != "by_reason"},
                            "by_reason": dict(sorted(s.get("by_reason", {}).items()))}
                     for name, s in sorted(sources.items())},

@@ -40,6 +40,12 @@ def test_gl_ctg_accounting_and_latest(gl_build: dict) -> None:
     for row in ("7e9c8941a88d2aae", "e43246996f63c9e5", "69d98d55f1b41c24"):
         assert row in manifest
     assert "\n---\n# gl-ctg (" in (version_dir / "README.md").read_text()  # front matter, then the card
+    # What near dedup moved: every record it saw once as a signature and once per band, and
+    # (gl-ctg has near-copies) some signatures to the buckets they share.
+    moved = stats["near_dedup_shuffle"]
+    seen = stats["kept"] + stats["stages"]["near_dedup"]["near_duplicate"]
+    assert moved["signatures"] == seen and moved["band_entries"] == 14 * seen
+    assert 0 < moved["bucket_members"] < seen
 
 
 def test_gl_ctg_no_id_in_two_splits_and_source_splits_kept(gl_build: dict) -> None:
@@ -103,6 +109,34 @@ def test_near_pairs_finds_what_brute_force_finds() -> None:
     brute = sorted((len(x & y) / len(x | y), i, j) for i, x in enumerate(a) for j, y in enumerate(b)
                    if len(x & y) / len(x | y) >= 0.7)
     assert len(brute) >= 20 and sorted(near_pairs(a, b, 0.7)) == brute
+
+
+def test_connected_components_match_a_graph_search() -> None:
+    """Every node maps to the smallest id of its component, as a breadth-first search finds them,
+    on a graph of real record ids with chains, stars and repeated edges."""
+    import random
+
+    from pipelines.lsh import connected_components
+    from pipelines.records import record_id
+
+    ids = [record_id(t) for t in gl_lines("dev", 300)]
+    rng = random.Random(3)
+    edges = [(rng.choice(ids), rng.choice(ids)) for _ in range(240)] + [(ids[k], ids[k + 1]) for k in range(40)]
+    edges += edges[:30]
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        graph[a].add(b)
+        graph[b].add(a)
+    expected: dict[str, str] = {}
+    for start in graph:
+        if start not in expected:
+            seen, todo = {start}, [start]
+            while todo:
+                todo += [n for n in graph[todo.pop()] if n not in seen and not seen.add(n)]
+            expected.update(dict.fromkeys(seen, min(seen)))
+    found = connected_components([a for a, _ in edges], [b for _, b in edges])
+    assert found == expected and len(set(found.values())) < len(found) // 2
+    assert connected_components([], []) == {}
 
 
 def test_gl_ctg_no_near_duplicates_across_splits(gl_build: dict) -> None:
