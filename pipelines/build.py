@@ -3,10 +3,10 @@
 Turns the sources of a corpus spec into a clean, versioned, leakage-free snapshot
 `DIR/NAME/VERSION/` and points `DIR/NAME/LATEST` at it, last and atomically.
 
-Stages (each a named PTransform): Read -> Normalise -> Segment -> IdentifyLanguage -> Quality
--> AssignSplit per source (cached by source checksum and settings, see source_cache.py), then
-over the whole corpus ExactDedup -> NearDedup -> Write (corpus.py), into a staging folder that
-snapshot.py publishes. Every unit read ends as exactly one of kept, rejected (with a reason) or
+Stages (each a named PTransform or DoFn): Read -> Normalise -> Segment -> IdentifyLanguage ->
+Quality -> AssignSplit per source (cached by source checksum and settings, see source_cache.py),
+then over the whole corpus ExactDedup -> NearDedup -> Write (corpus.py), into a staging folder
+that snapshot.py publishes. Records move between steps in batches (records.py). Every unit read ends as exactly one of kept, rejected (with a reason) or
 duplicate, and stats.json says so: input = kept + rejected + duplicates.
 
 The version is a content hash of the spec, the source checksums and the pipeline code, so the

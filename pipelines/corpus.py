@@ -21,13 +21,13 @@ from apache_beam.io.filesystems import FileSystems
 import pipelines
 from pipelines.dedup import ExactDedup, NearDedup
 from pipelines.fetch import ResolvedSource
+from pipelines.records import BATCH, batched, group_by
 from pipelines.runners import pipeline_options, staging_location
 from pipelines.snapshot import (Staged, cache_root, cleaned_on_failure, code_sha256, snapshot_version, split_files,
                                 staging_dir)
 from pipelines.source_cache import cached_files, is_cached, process_sources, source_key
 from pipelines.spec import CorpusSpec
 from pipelines.staging import stage_source
-from pipelines.records import BATCH, batched, group_by
 from pipelines.write import Finalise, WriteShards, corpus_order, outcome_counts, rejected_order
 
 
@@ -102,7 +102,7 @@ class FinishCorpus(beam.PTransform):
     def expand(self, pbegin):
         spec = self.spec
         records = pbegin | "RecordFiles" >> beam.Create(self.record_files) | "ReadRecords" >> beam.ParDo(ReadBatches())
-        if not spec.dedup.exact:  # exact dedup's shuffle spreads the batches over the workers; else spread them
+        if not spec.dedup.exact:  # exact dedup's shuffle would spread the batches over the workers
             records = records | "Spread" >> beam.Reshuffle()
         rejected = pbegin | "RejectedFiles" >> beam.Create(self.rejected_files) | "ReadRejected" >> beam.ParDo(ReadBatches())
         if self.pin_files:
