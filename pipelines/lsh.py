@@ -137,12 +137,9 @@ class BandBuckets(beam.DoFn):
             block = np.ascontiguousarray(sigs[:, band * width:(band + 1) * width])
             hashes = np.fromiter((xxhash.xxh64_intdigest(row.tobytes()) for row in block), dtype=np.uint64,
                                  count=len(ids))
-            shard = hashes % SUB_SHARDS
-            for sub in range(SUB_SHARDS):
-                take = np.flatnonzero(shard == sub)
-                if len(take):
-                    # Arrays, not tuples: a batch pickles as a few buffers when it crosses workers.
-                    yield (band, sub), (hashes[take], ids[take])
+            # Arrays, not tuples: a batch pickles as a few buffers when it crosses workers.
+            for sub, part in _split_by(hashes % np.uint64(SUB_SHARDS), hashes, ids):
+                yield (band, sub), part
 
 
 class BucketMembers(beam.DoFn):

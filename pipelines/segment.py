@@ -62,12 +62,16 @@ class SplitSentences(beam.DoFn):
     def process(self, batch: list[dict[str, Any]], models: dict[str, PunktParameters]) -> Iterator[Any]:
         out: list[dict[str, Any]] = []
         counts: Counter = Counter()
+        tokenizers: dict[str, PunktSentenceTokenizer] = {}
         for record in batch:
             if not record.get("segment"):
                 out.append(record)
                 continue
             counts[record["source"], "units_in"] += 1
-            tokenizer = PunktSentenceTokenizer(models[record["source"]])
+            source = record["source"]
+            if source not in tokenizers:  # one tokenizer per source and batch, not per unit
+                tokenizers[source] = PunktSentenceTokenizer(models[source])
+            tokenizer = tokenizers[source]
             for k, (start, end) in enumerate(tokenizer.span_tokenize(record["text"])):
                 text = _WS.sub(" ", record["text"][start:end]).strip()
                 if text:

@@ -24,7 +24,7 @@ from pipelines.fetch import ResolvedSource
 from pipelines.langid import IdentifyLanguage
 from pipelines.normalise import NormaliseText
 from pipelines.quality import QualityFilter
-from pipelines.records import BATCH, Stage, Stages, flatten, nonempty
+from pipelines.records import Stage, Stages, batched, flatten, nonempty
 from pipelines.runners import pipeline_options
 from pipelines.segment import Segment
 from pipelines.snapshot import staging_dir
@@ -58,17 +58,17 @@ class ReadSource(beam.DoFn):
     """One source's units, as batches of records, and its rejections."""
 
     def process(self, info: dict[str, Any]) -> Iterator[Any]:
-        records: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
-        for kind, item in readers.read_source(info):
-            if kind != "ok":
-                rejected.append(item)
-                continue
-            records.append(item)
-            if len(records) == BATCH:
-                yield records
-                records = []
-        yield from nonempty(records, rejected)
+
+        def units() -> Iterator[dict[str, Any]]:
+            for kind, item in readers.read_source(info):
+                if kind == "ok":
+                    yield item
+                else:
+                    rejected.append(item)
+
+        yield from batched(units())
+        yield from nonempty([], rejected)
 
 
 def _by_source(batch: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
