@@ -43,7 +43,7 @@ from pipelines.runners import pipeline_options
 from pipelines.snapshot import (augmented_staging_dir, cleaned_on_failure, holding_corpus_lock, replace_folder,
                                 resolve_version, verify_shards)
 from pipelines.spec import CorpusSpec, load_spec, parse_spec
-from pipelines.write import WriteShards, card_front_matter, json_bytes, jsonl_bytes, with_front_matter, write_bytes
+from pipelines.write import ShardFormat, WriteShards, card_front_matter, json_bytes, jsonl_bytes, with_front_matter, write_bytes
 
 AUGMENTED = "augmented"
 SCHEMA = pa.schema([
@@ -203,10 +203,10 @@ class AugmentSnapshot(beam.PTransform):
     def expand(self, pbegin):
         cfg = self.config
         # File patterns through Create + ReadAll: plain ParDos that every runner, Dask included, runs.
-        train = (pbegin | "TrainFiles" >> beam.Create([FileSystems.join(self.version_dir, "train", "*.parquet")])
+        train = (pbegin | "TrainFiles" >> beam.Create([FileSystems.join(self.version_dir, "train", "*.parquet")], reshuffle=False)
                  | "ReadTrain" >> beam.io.ReadAllFromParquet(columns=["id", "text"]))
         corpus_ids = [
-            pbegin | f"IdFiles{split}" >> beam.Create([FileSystems.join(self.version_dir, split, "*.parquet")])
+            pbegin | f"IdFiles{split}" >> beam.Create([FileSystems.join(self.version_dir, split, "*.parquet")], reshuffle=False)
             | f"ReadIds{split}" >> beam.io.ReadAllFromParquet(columns=["id"])
             for split in ("train", "dev", "test")
         ]
@@ -227,7 +227,7 @@ class AugmentSnapshot(beam.PTransform):
             | "DropKnown" >> Stage(_DropKnown())
         )
         shards = (deduped.records | "ToGroup" >> beam.Map(lambda v: ("train", [v]))
-                  | "WriteVariants" >> WriteShards(self.staging, "parquet", 200_000, variant_order, SCHEMA))
+                  | "WriteVariants" >> WriteShards(self.staging, 200_000, {"train": ShardFormat("parquet", variant_order, SCHEMA)}))
         rejected = [s.rejected for s in steps] + [deduped.rejected] | "AllRejected" >> beam.Flatten()
         counts = (
             (rejected | "RejectedReason" >> beam.Map(lambda r: (r["augmenter"], r["reason"]))
@@ -241,7 +241,7 @@ class AugmentSnapshot(beam.PTransform):
         )
         dead = rejected | "Failed" >> beam.Filter(lambda r: r["reason"] == FAILED)
         return (
-            pbegin | "Once" >> beam.Create([None])
+            pbegin | "Once" >> beam.Create([None], reshuffle=False)
             | "WriteStats" >> beam.ParDo(_WriteStats(self.staging, cfg, self.seed),
                                          beam.pvalue.AsList(counts), beam.pvalue.AsList(dead), beam.pvalue.AsList(shards))
         )

@@ -106,7 +106,7 @@ def _components(item: tuple[None, Iterable[tuple[Any, Any]]]) -> dict[str, str]:
 
 
 class NearDedupOutput(NamedTuple):
-    """A stage's records and rejections, plus what the LSH moved: (part, count) pairs, counted
+    """A stage's records and rejections, plus what the LSH moved: (part, count) pairs to be summed, counted
     in stats.json (`near_dedup_shuffle`): band entries (a band hash and an id each), signatures
     (each record's once) and bucket members (a signature sent to a bucket it shares)."""
 
@@ -128,20 +128,22 @@ class NearDedup(beam.PTransform):
         hashed = batches | "Signatures" >> beam.ParDo(BandBuckets(self.spec)).with_outputs(
             "signatures", SIZES, main="bands")
         members = hashed.bands | "GroupByBand" >> beam.GroupByKey() | "BucketMembers" >> beam.ParDo(BucketMembers())
+        # Signatures and bucket memberships are tagged by what they are (SIGNED, MEMBER) and
+        # grouped by id shard in one shuffle.
         joined = (
-            {"signatures": hashed.signatures, "members": members}
-            | "JoinSignatures" >> beam.CoGroupByKey()
+            (hashed.signatures, members)
+            | "SignaturesAndMembers" >> beam.Flatten()
+            | "GroupByIdShard" >> beam.GroupByKey()
             | "BucketSignatures" >> beam.ParDo(BucketSignatures()).with_outputs(SIZES, main="buckets")
         )
-        sizes = ((hashed[SIZES], joined[SIZES]) | "AllSizes" >> beam.Flatten()
-                 | "SumSizes" >> beam.CombinePerKey(sum))
+        sizes = (hashed[SIZES], joined[SIZES]) | "AllSizes" >> beam.Flatten()
         edges = (
             joined.buckets
             | "GroupByBucket" >> beam.GroupByKey()
             | "ConfirmPairs" >> beam.ParDo(ConfirmPairs(self.spec.threshold))
-            | "OneKey" >> beam.Map(lambda edges: (None, edges))
         )
-        none = batches.pipeline | "NoEdges" >> beam.Create([(None, ([], []))])  # one cluster map, even with no edge
+        # one cluster map, even with no edge
+        none = batches.pipeline | "NoEdges" >> beam.Create([(None, ([], []))], reshuffle=False)
         clusters = ((edges, none) | "AnyEdges" >> beam.Flatten() | "AllEdges" >> beam.GroupByKey()
                     | "Components" >> beam.Map(_components))
         routed = batches | "Route" >> beam.ParDo(_Route(), beam.pvalue.AsSingleton(clusters)).with_outputs(

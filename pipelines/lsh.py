@@ -27,6 +27,7 @@ BUCKET_PAIRWISE_LIMIT = 200
 SUB_SHARDS = 8  # per band: the groups the bucket batches are shuffled into
 ID_SHARDS = 16  # the groups records are shuffled into by id (signatures, exact dedup, cluster members)
 SIZES = "sizes"
+SIGNED, MEMBER = 0, 1  # what an id shard receives: signatures, and bucket memberships
 
 
 def shingles(text: str, n: int, unit: str = "char") -> list[str]:
@@ -114,7 +115,7 @@ class BandBuckets(beam.DoFn):
     """MinHash signatures of a batch of records. Main output: per (band, sub-shard) key, arrays of
     band hashes and ids (16 bytes per record and band; one element per record and band would make
     the shuffle 14 times the records, and a runner pays per element). Tag `signatures`: each
-    signature once, by a hash of its id."""
+    signature once, by a hash of its id, tagged SIGNED."""
 
     def __init__(self, spec: DedupSpec):
         self.spec = spec
@@ -128,8 +129,8 @@ class BandBuckets(beam.DoFn):
         # Values are below 2^32: as uint32 the signatures are small and cheap to shuffle.
         sigs = self.hasher.signatures([shingles(r["text"], self.spec.ngram, self.spec.shingle)
                                        for r in batch]).astype(np.uint32)
-        for part in _split_by(_id_shards(ids), ids, sigs):
-            yield beam.pvalue.TaggedOutput("signatures", part)
+        for shard, part in _split_by(_id_shards(ids), ids, sigs):
+            yield beam.pvalue.TaggedOutput("signatures", (shard, (SIGNED, part)))
         yield beam.pvalue.TaggedOutput(SIZES, ("signatures", len(names)))
         yield beam.pvalue.TaggedOutput(SIZES, ("band_entries", len(names) * self.spec.bands))
         width = self.spec.num_perm // self.spec.bands
@@ -144,10 +145,10 @@ class BandBuckets(beam.DoFn):
 
 class BucketMembers(beam.DoFn):
     """The LSH buckets of one (band, sub-shard) group that hold more than one record, as
-    (bucket key, member id) pairs sent to each member's id shard. The key is a hash of the sorted
+    (bucket key, member id) pairs sent to each member's id shard, tagged MEMBER. The key is a hash of the sorted
     members, so a cluster that shares several bands is one bucket, and its signatures travel once."""
 
-    def process(self, item: tuple[Any, Iterable[tuple]]) -> Iterator[tuple[int, tuple]]:
+    def process(self, item: tuple[Any, Iterable[tuple]]) -> Iterator[tuple[int, tuple[int, tuple]]]:
         batches = list(item[1])
         hashes = np.concatenate([h for h, _ in batches])
         (ids,) = _joined_ids([i for _, i in batches])
@@ -164,15 +165,17 @@ class BucketMembers(beam.DoFn):
             members.append(rows)
         if members:
             members_ids = np.concatenate(members)
-            yield from _split_by(_id_shards(members_ids), np.concatenate(keys), members_ids)
+            for shard, part in _split_by(_id_shards(members_ids), np.concatenate(keys), members_ids):
+                yield shard, (MEMBER, part)
 
 
 class BucketSignatures(beam.DoFn):
     """One id shard: its signatures joined to its bucket memberships, sent on to the bucket's shard."""
 
-    def process(self, item: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
-        parts = item[1]
-        signed, members = list(parts["signatures"]), list(parts["members"])
+    def process(self, item: tuple[int, Iterable[tuple[int, tuple]]]) -> Iterator[Any]:
+        signed, members = [], []
+        for what, part in item[1]:
+            (signed if what == SIGNED else members).append(part)
         if not members:
             return
         sig_ids, member_ids = _joined_ids([i for i, _ in signed], [i for _, i in members])
@@ -190,8 +193,8 @@ class BucketSignatures(beam.DoFn):
 
 class ConfirmPairs(beam.DoFn):
     """The buckets of one shard: which members are near-copies (estimated Jaccard >= threshold),
-    as the components that those pairs connect, given as arrays (member ids, their component's
-    smallest id) for the members that are not their component's smallest."""
+    as the components that those pairs connect: under the key None, arrays (member ids, their
+    component's smallest id) for the members that are not their component's smallest."""
 
     SMALL = 8  # buckets up to this size compare every pair, all of them at once
     CHUNK = 65536  # pairs compared per numpy call
@@ -199,7 +202,7 @@ class ConfirmPairs(beam.DoFn):
     def __init__(self, threshold: float):
         self.threshold = threshold
 
-    def process(self, item: tuple[int, Iterable[tuple]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def process(self, item: tuple[int, Iterable[tuple]]) -> Iterator[tuple[None, tuple[np.ndarray, np.ndarray]]]:
         parts = list(item[1])
         keys = np.concatenate([k for k, _, _ in parts])
         (names,) = _joined_ids([m for _, m, _ in parts])
@@ -233,7 +236,8 @@ class ConfirmPairs(beam.DoFn):
             second = node[np.concatenate([y for _, y in links])]
             if len(first):
                 children, roots = _star(ids, first, second)
-                yield np.array(_unpacked_ids(children), dtype=str), np.array(_unpacked_ids(roots), dtype=str)
+                # under one key: the components are joined on one worker
+                yield None, (np.array(_unpacked_ids(children), dtype=str), np.array(_unpacked_ids(roots), dtype=str))
 
 
 def _search(rows: np.ndarray, sigs: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,7 @@ from pipelines.langid import IdentifyLanguage
 from pipelines.normalise import NormaliseText
 from pipelines.quality import QualityFilter
 from pipelines.records import Stage, Stages, batched, flatten, nonempty
-from pipelines.runners import pipeline_options
 from pipelines.segment import Segment
-from pipelines.snapshot import staging_dir
 from pipelines.spec import CorpusSpec
 from pipelines.split import AssignSplit
 from pipelines.write import jsonl_bytes, parquet_bytes, rejected_order, write_bytes
@@ -71,13 +69,22 @@ class ReadSource(beam.DoFn):
         yield from nonempty([], rejected)
 
 
-def _by_source(batch: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """A batch keyed by its source (every batch comes from one source)."""
-    return batch[0]["source"], batch
+def _by_source(batch: list[dict[str, Any]], part: str) -> tuple[str, tuple[str, list[dict[str, Any]]]]:
+    """A batch keyed by its source (every batch comes from one source), tagged with its part."""
+    return batch[0]["source"], (part, batch)
+
+
+class _CacheRow(beam.DoFn):
+    """The last per-source stage: a record as the cache stores it (CACHE_SCHEMA's fields), so that
+    what goes on to the corpus stages is the same whether it was just made or read from the cache."""
+
+    def process(self, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield {k: record.get(k) for k in CACHE_SCHEMA.names}
 
 
 class ProcessSources(beam.PTransform):
-    """Source infos in; (record batches with their own split, rejection batches, segment counts) out."""
+    """Source infos in; (record batches with their own split, rejection batches, segment counts
+    or None when no source is segmented) out."""
 
     def __init__(self, spec: CorpusSpec, infos: list[dict[str, Any]]):
         super().__init__()
@@ -85,14 +92,13 @@ class ProcessSources(beam.PTransform):
 
     def expand(self, pbegin):
         spec = self.spec
-        read = pbegin | "Sources" >> beam.Create(self.infos) | "Read" >> Stage(ReadSource())
+        read = pbegin | "Sources" >> beam.Create(self.infos, reshuffle=False) | "Read" >> Stage(ReadSource())
         units = read.records | "Spread" >> beam.Reshuffle()
         label = (IdentifyLanguage(spec.language, spec.langid.confusable, spec.langid.action, spec.langid.min_score),
-                 QualityFilter(spec.filters), AssignSplit(spec.split))
+                 QualityFilter(spec.filters), AssignSplit(spec.split), _CacheRow())
         if not any(info["segment"] for info in self.infos):
             good = units | "NormaliseIdentifyQualitySplit" >> Stages(NormaliseText(), *label)
-            segment = pbegin | "NoSegmentation" >> beam.Create([])
-            return good.records, (read.rejected, good.rejected) | "AllRejected" >> beam.Flatten(), segment
+            return good.records, (read.rejected, good.rejected) | "AllRejected" >> beam.Flatten(), None
         normal = units | "Normalise" >> Stages(NormaliseText())
         segmented, segment = normal.records | "Segment" >> Segment()
         good = segmented | "IdentifyQualitySplit" >> Stages(*label)
@@ -106,8 +112,12 @@ class _WriteSource(beam.DoFn):
     def __init__(self, staging: str):
         self.staging = staging
 
-    def process(self, item: tuple[str, dict[str, Iterable]]) -> Iterator[str]:
-        name, parts = item
+    def process(self, item: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[str]:
+        name, tagged = item
+        parts: dict[str, list] = {"records": [], "rejected": [], "segment": []}
+        for part, value in tagged:
+            if part in parts:
+                parts[part].append(value)
         folder = FileSystems.join(self.staging, name)
         records = sorted(flatten(parts["records"]), key=lambda r: (r["doc"], r["pos"], r["id"]))
         write_bytes(FileSystems.join(folder, RECORDS), parquet_bytes(records, CACHE_SCHEMA))
@@ -118,42 +128,34 @@ class _WriteSource(beam.DoFn):
         yield name
 
 
-class ProcessAndCache(beam.PTransform):
-    """Runs the per-source stages and writes each source's output under `staging/NAME/`."""
+class WriteCache(beam.PTransform):
+    """ProcessSources' outputs in, as {"records", "rejected"[, "segment"]}; each source's written
+    under `staging/NAME/` (every source named gets its folder, even one whose only output is a
+    rejection or nothing)."""
 
-    def __init__(self, spec: CorpusSpec, infos: list[dict[str, Any]], staging: str):
+    def __init__(self, staging: str, names: list[str]):
         super().__init__()
-        self.spec, self.infos, self.staging = spec, infos, staging
+        self.staging, self.names = staging, names
 
-    def expand(self, pbegin):
-        records, rejected, segment = pbegin | "ProcessSources" >> ProcessSources(self.spec, self.infos)
-        names = pbegin | "SourceNames" >> beam.Create([info["name"] for info in self.infos])
-        return (
-            {"records": records | "RecordBySource" >> beam.Map(_by_source),
-             "rejected": rejected | "RejectedBySource" >> beam.Map(_by_source),
-             "segment": segment | "SegmentBySource" >> beam.Map(lambda kv: (kv[0][0], kv)),
-             # every source gets its folder, even one whose only output is a rejection or nothing
-             "names": names | "NameKeys" >> beam.Map(lambda n: (n, n))}
-            | "GroupBySource" >> beam.CoGroupByKey()
-            | "WriteSource" >> beam.ParDo(_WriteSource(self.staging))
-        )
+    def expand(self, outputs):
+        records, rejected, segment = outputs["records"], outputs["rejected"], outputs.get("segment")
+        parts = [records | "RecordBySource" >> beam.Map(_by_source, "records"),
+                 rejected | "RejectedBySource" >> beam.Map(_by_source, "rejected"),
+                 records.pipeline | "SourceNames" >> beam.Create([(n, ("name", None)) for n in self.names],
+                                                                 reshuffle=False)]
+        if segment is not None:
+            parts.append(segment | "SegmentBySource" >> beam.Map(lambda kv: (kv[0][0], ("segment", kv))))
+        return (parts | "AllParts" >> beam.Flatten() | "GroupBySource" >> beam.GroupByKey()
+                | "WriteSource" >> beam.ParDo(_WriteSource(self.staging)))
 
 
-def process_sources(spec: CorpusSpec, todo: list[tuple[ResolvedSource, str]], root: str,
-                    beam_args: list[str]) -> None:
-    """Process the (source, key) pairs in one Beam pipeline and move each into the cache."""
-    staging = staging_dir(root)
-    infos = [readers.source_info(r, spec) for r, _ in todo]
-    try:
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            _ = p | "ProcessAndCache" >> ProcessAndCache(spec, infos, staging)
-        for resolved, key in todo:
-            target = os.path.join(root, key)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(staging, resolved.source.name), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def commit_sources(todo: list[tuple[ResolvedSource, str]], staging: str, root: str) -> None:
+    """Move each source that a pipeline wrote into `staging` to its place in the cache."""
+    for resolved, key in todo:
+        target = os.path.join(root, key)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, resolved.source.name), target)
 
 
 def cached_files(root: str, keys: list[str]) -> tuple[list[str], list[str], dict[str, int]]:

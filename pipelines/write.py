@@ -11,7 +11,7 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -54,18 +54,29 @@ def corpus_order(r: dict[str, Any]) -> tuple:
 
 
 def rejected_order(r: dict[str, Any]) -> tuple:
-    return r["source"], r["offset"], r["stage"], r["reason"], r.get("id") or ""
+    # The whole row last: two rejections alike in the rest (copies of a sentence in one unit)
+    # keep one order whatever order they arrive in.
+    return r["source"], r["offset"], r["stage"], r["reason"], r.get("id") or "", json.dumps(r, sort_keys=True)
+
+
+class ShardFormat(NamedTuple):
+    """How one group's shards are written: file kind, row order inside a shard, Parquet schema."""
+
+    ext: str
+    sort_key: Callable[[dict], tuple]
+    schema: pa.Schema | None = SCHEMA
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, root: str, ext: str, sort_key: Callable[[dict], tuple], schema: pa.Schema | None):
-        self.root, self.ext, self.sort_key, self.schema = root, ext, sort_key, schema
+    def __init__(self, root: str, formats: dict[str, ShardFormat]):
+        self.root, self.formats = root, formats
 
     def process(self, item: tuple[tuple[str, int, int], Iterable[list[dict]]]) -> Iterator[dict[str, Any]]:
         (group, index, count), parts = item
-        rows = sorted(flatten(parts), key=self.sort_key)
-        data = parquet_bytes(rows, self.schema) if self.ext == "parquet" else jsonl_bytes(rows)
-        name = shard_name(group, index, count, self.ext)
+        ext, sort_key, schema = self.formats[group]
+        rows = sorted(flatten(parts), key=sort_key)
+        data = parquet_bytes(rows, schema) if ext == "parquet" else jsonl_bytes(rows)
+        name = shard_name(group, index, count, ext)
         yield {"path": name, "group": group, "rows": len(rows), "sha256": write_bytes(FileSystems.join(self.root, name), data)}
 
 
@@ -83,13 +94,12 @@ def _shard_parts(item: tuple[str, list[dict]], counts: dict[str, int], per_shard
 
 class WriteShards(beam.PTransform):
     """Writes (group, batch of rows) pairs as sorted shards of at most about `rows_per_shard` rows
-    each; a row's shard is its id modulo the group's shard count."""
+    each, in the format `formats` gives the group (every group goes through one shuffle); a
+    row's shard is its id modulo the group's shard count."""
 
-    def __init__(self, root: str, ext: str, rows_per_shard: int, sort_key: Callable[[dict], tuple],
-                 schema: pa.Schema | None = SCHEMA):
+    def __init__(self, root: str, rows_per_shard: int, formats: dict[str, ShardFormat]):
         super().__init__()
-        self.root, self.ext, self.rows_per_shard = root, ext, rows_per_shard
-        self.sort_key, self.schema = sort_key, schema
+        self.root, self.rows_per_shard, self.formats = root, rows_per_shard, formats
 
     def expand(self, batches):
         counts = (batches | "Sizes" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
@@ -98,23 +108,33 @@ class WriteShards(beam.PTransform):
             batches
             | "ShardKey" >> beam.FlatMap(_shard_parts, beam.pvalue.AsDict(counts), self.rows_per_shard)
             | "GroupShard" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteShard(self.root, self.ext, self.sort_key, self.schema))
+            | "Write" >> beam.ParDo(_WriteShard(self.root, self.formats))
         )
 
 
-def outcome_counts(kind: str) -> Callable[[list[dict[str, Any]]], Iterator[tuple[tuple[str, str, str, str], int]]]:
-    """For a batch of records (`kept`) or rejections: its (outcome, source, stage, reason) keys, counted."""
-    def counts(batch: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str, str, str], int]]:
-        if kind == "kept":
-            keys = Counter(("kept", r["source"], "split", r["split"]) for r in batch)
-        else:
-            keys = Counter((kind, r["source"], r["stage"], r["reason"]) for r in batch)
-        yield from keys.items()
-    return counts
+DEDUP_STAGES = ("exact_dedup", "near_dedup")  # what they drop are duplicates, counted apart from rejections
+Counts = Iterator[tuple[tuple[str, str, str, str], int]]
+
+
+def kept_counts(batch: list[dict[str, Any]]) -> Counts:
+    """A batch of kept records: its ("kept", source, "split", split) keys and its characters
+    per split, ("chars", "", "", split), counted."""
+    keys: Counter = Counter()
+    for r in batch:
+        keys["kept", r["source"], "split", r["split"]] += 1
+        keys["chars", "", "", r["split"]] += len(r["text"])
+    yield from keys.items()
+
+
+def dropped_counts(batch: list[dict[str, Any]]) -> Counts:
+    """A batch of rejections and duplicates: its (outcome, source, stage, reason) keys, counted."""
+    yield from Counter(("duplicate" if r["stage"] in DEDUP_STAGES else "rejected", r["source"], r["stage"], r["reason"])
+                       for r in batch).items()
 
 
 def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment: dict[str, int]) -> dict[str, Any]:
-    """stats.json: totals, per split, per stage and reason, per source; input = kept + rejected + duplicates."""
+    """stats.json: totals, per split, per stage and reason, per source; input = kept + rejected + duplicates.
+    `segment`: segmentation counts so far, to which ("segment", source, "", key) counts add."""
     def empty() -> dict[str, Any]:
         return {"input": 0, "kept": 0, "rejected": 0, "duplicates": 0}
 
@@ -122,9 +142,15 @@ def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment
     splits = {s: 0 for s in SPLITS}
     stages: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     shuffle: dict[str, int] = {}
+    segment = Counter(segment)
     for (outcome, source, stage, reason), n in counts:
         if outcome == "shuffle":  # what near dedup moved between steps, not records
             shuffle[reason] = shuffle.get(reason, 0) + n
+            continue
+        if outcome == "chars":  # characters per split: the manifest's
+            continue
+        if outcome == "segment":  # units cut into sentences, and the sentences they gave
+            segment[reason] += n
             continue
         field = {"kept": "kept", "rejected": "rejected", "duplicate": "duplicates"}[outcome]
         for target in (total, sources[source]):
@@ -140,7 +166,7 @@ def build_stats(counts: Iterable[tuple[tuple[str, str, str, str], int]], segment
         **total,
         "splits": splits,
         "stages": {s: dict(sorted(stages[s].items())) for s in stage_order if s in stages},
-        "segment": segment,
+        "segment": dict(sorted(segment.items())),
         **({"near_dedup_shuffle": dict(sorted(shuffle.items()))} if shuffle else {}),
         "sources": {name: {**{k: v for k, v in s.items() if k != "by_reason"},
                            "by_reason": dict(sorted(s.get("by_reason", {}).items()))}
@@ -203,13 +229,17 @@ def dataset_card(spec: Any, version: str, stats: dict[str, Any], manifest: dict[
 
 
 class Finalise(beam.DoFn):
-    """Writes stats.json, manifest.json, the spec and the dataset card once every shard exists."""
+    """Writes stats.json, manifest.json, the spec and the dataset card once every shard exists.
+
+    Side inputs: the written shards (the manifest lists the splits') and the summed counts: the
+    (outcome, source, stage, reason) keys of `build_stats`, and characters per split (see
+    `kept_counts`). `segment`: the segmentation counts of the sources that came from the cache."""
 
     def __init__(self, root: str, spec: Any, version: str, manifest_base: dict[str, Any], segment: dict[str, int]):
         self.root, self.spec, self.version, self.base, self.segment = root, spec, version, manifest_base, segment
 
-    def process(self, _: Any, shards: list[dict], counts: list, chars: list) -> Iterator[dict]:
-        shards = sorted(shards, key=lambda s: s["path"])
+    def process(self, _: Any, shards: list[dict], counts: list) -> Iterator[dict]:
+        shards = sorted((s for s in shards if s["group"] in SPLITS), key=lambda s: s["path"])
         present = {s["group"] for s in shards}
         for split in SPLITS:  # an empty split still gets a (schema-only) shard so it loads
             if split not in present:
@@ -218,7 +248,7 @@ class Finalise(beam.DoFn):
                                "sha256": write_bytes(FileSystems.join(self.root, name), parquet_bytes([]))})
         shards.sort(key=lambda s: (SPLIT_PRIORITY.get(s["group"], 3), s["path"]))
         stats = build_stats(counts, self.segment)
-        characters = {s: 0 for s in SPLITS} | dict(chars)
+        characters = {s: 0 for s in SPLITS} | {split: n for (outcome, _, _, split), n in counts if outcome == "chars"}
         manifest = {**self.base, "characters": characters, "splits": stats["splits"],
                     "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards]}
         spec_name = "spec.toml"

@@ -19,7 +19,7 @@ from pipelines.augment import augment_snapshot
 from pipelines.build import build, main as build_main
 from pipelines.dask_runner import Unsupported
 from pipelines.errors import run_cli
-from pipelines.runners import DASK, pipeline_options, runner_args, staging_location
+from pipelines.runners import DASK, LOCAL, pipeline_options, runner_args, staging_location
 from pipelines.spec import load_spec
 
 from conftest import tree_digest
@@ -87,7 +87,11 @@ def test_names_that_would_reach_beams_dask_runner_select_ours() -> None:
     for name in ("DaskRunner", "daskrunner", "dask", "apache_beam.runners.dask.dask_runner.DaskRunner"):
         assert runner_args(["--runner", name, "--x"]) == ["--runner", DASK, "--x"]
         assert runner_args([f"--runner={name}"]) == [f"--runner={DASK}"]
-    assert runner_args(["--runner", "DirectRunner"]) == ["--runner", "DirectRunner"]
+    # The DirectRunner, named or by default, is Beam's FnApiRunner here: never its first try,
+    # Prism, which would download a binary from GitHub; Prism only when asked for.
+    assert runner_args(["--runner", "DirectRunner"]) == ["--runner", LOCAL]
+    assert runner_args(["--x"]) == ["--x", "--runner", LOCAL]
+    assert runner_args(["--runner=PrismRunner"]) == ["--runner=PrismRunner"]
     assert staging_location([], "out/c") is None
     assert staging_location(DASK_ARGS, "out/c") == "out/c/.staged-sources"
     assert staging_location(["--staging", "/shared/stage"], "out/c") == "/shared/stage"
