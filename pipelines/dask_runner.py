@@ -218,11 +218,15 @@ def _group(*buckets: list) -> list[tuple]:
 def group_by_key(bag: Any, n: int) -> Any:
     """An all-to-all shuffle: each input partition split into `n` buckets by a stable hash of the
     key, output partition j groups bucket j of every input (n_in * n small tasks; Dask's own
-    tasks shuffle makes several times more for the same bag)."""
+    tasks shuffle makes several times more for the same bag). Into one partition (one worker),
+    every input partition goes whole to one task: nothing to split."""
     from dask import bag as db
     from dask import delayed
 
-    split = [delayed(_split_by_key)(part, n) for part in bag.to_delayed(optimize_graph=False)]
+    parts = bag.to_delayed(optimize_graph=False)
+    if n == 1:
+        return db.from_delayed([delayed(_group)(*parts)])
+    split = [delayed(_split_by_key)(part, n) for part in parts]
     return db.from_delayed([delayed(_group)(*[delayed(_bucket)(s, j) for s in split]) for j in range(n)])
 
 
@@ -287,11 +291,13 @@ class _BagVisitor(PipelineVisitor):
         self.bags[out] = bag
 
     def _pardo(self, node: AppliedPTransform, bag: Any) -> None:
+        from dask import delayed
+
         transform = node.transform
         args, kwargs = transform.args, transform.kwargs  # side inputs as placeholders the invoker fills
         views = [(type(si), si._view_options()) for si in node.side_inputs]
-        sides = [self.bags[si.pvalue].reduction(list, _concat).to_delayed(optimize_graph=False)
-                 for si in node.side_inputs]
+        # a side input: its bag's partitions joined in one task
+        sides = [delayed(_concat)(self.bags[si.pvalue].to_delayed(optimize_graph=False)) for si in node.side_inputs]
         tagged = len(node.outputs) > 1
         # Tasks named by their transform, as Dask's dashboard and task stream show them.
         result = bag.map_partitions(_run_bundle, transform.fn, node.full_label, list(args), kwargs, views, tagged,

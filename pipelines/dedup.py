@@ -142,12 +142,10 @@ class NearDedup(beam.PTransform):
             | "GroupByBucket" >> beam.GroupByKey()
             | "ConfirmPairs" >> beam.ParDo(ConfirmPairs(self.spec.threshold))
         )
-        # one cluster map, even with no edge
-        none = batches.pipeline | "NoEdges" >> beam.Create([(None, ([], []))], reshuffle=False)
-        clusters = ((edges, none) | "AnyEdges" >> beam.Flatten() | "AllEdges" >> beam.GroupByKey()
-                    | "Components" >> beam.Map(_components))
-        routed = batches | "Route" >> beam.ParDo(_Route(), beam.pvalue.AsSingleton(clusters)).with_outputs(
-            "members", main="single")
+        clusters = edges | "AllEdges" >> beam.GroupByKey() | "Components" >> beam.Map(_components)
+        # no edge at all, no cluster map: then no record is in a cluster
+        routed = batches | "Route" >> beam.ParDo(_Route(), beam.pvalue.AsSingleton(clusters, default_value={})
+                                                 ).with_outputs("members", main="single")
         resolved = (
             routed.members
             | "GroupByCluster" >> beam.GroupByKey()
