@@ -265,6 +265,9 @@ def verdicts(results: dict[str, Any]) -> str:
         d1, d2 = ours.get(("DaskRunner", 1)), ours.get(("DaskRunner", 2))
         if d1 and d2 and d1["records_per_s"] and d2["records_per_s"]:
             parts.append(f"Dask with 2 workers is {d2['records_per_s'] / d1['records_per_s']:.2f}x Dask with 1")
+        theirs = {r["workers"]: r["records_per_s"] for r in rows if r["tool"] == "datatrove" and r["records_per_s"]}
+        if 1 in theirs and 2 in theirs:
+            parts.append(f"datatrove with 2 workers is {theirs[2] / theirs[1]:.2f}x datatrove with 1")
         out.append(f"- **{name}** ({fmt(corpus['records'])} records): " + "; ".join(parts) + ".")
     return "\n".join(out)
 

@@ -112,15 +112,17 @@ class BuildCorpus(beam.PTransform):
         self.spec, self.inputs, self.root = spec, inputs, root
         self.version, self.manifest, self.pin_files = version, manifest, pin_files
 
-    def expand(self, pbegin):
+    def _sources(self, pbegin) -> tuple[list, list, list]:
+        """Record batches, rejection batches and counts of every source: made now (and written to
+        the cache) for the new ones, read from the cache for the others."""
         spec, inputs = self.spec, self.inputs
         records, rejected, counted = [], [], []
         if inputs.infos:
-            made, dropped, segment = pbegin | "ProcessSources" >> ProcessSources(spec, inputs.infos)
-            parts = {"records": made, "rejected": dropped, **({"segment": segment} if segment is not None else {})}
+            made, refused, segment = pbegin | "ProcessSources" >> ProcessSources(spec, inputs.infos)
+            parts = {"records": made, "rejected": refused, **({"segment": segment} if segment is not None else {})}
             _ = parts | "WriteCache" >> WriteCache(inputs.cache_staging, [info["name"] for info in inputs.infos])
             records.append(made)
-            rejected.append(dropped)
+            rejected.append(refused)
             if segment is not None:  # the cached sources' are in inputs.segment
                 counted.append(segment | "SegmentKeys" >> beam.Map(lambda kv: (("segment", kv[0][0], "", kv[0][1]), kv[1])))
         files = [("records", path) for path in inputs.record_files] + [("rejected", path) for path in inputs.rejected_files]
@@ -129,6 +131,11 @@ class BuildCorpus(beam.PTransform):
                       | "ReadCached" >> beam.ParDo(ReadBatches()).with_outputs("rejected", main="records"))
             records.append(cached.records)
             rejected.append(cached.rejected)
+        return records, rejected, counted
+
+    def expand(self, pbegin):
+        spec, inputs = self.spec, self.inputs
+        records, rejected, counted = self._sources(pbegin)
         records = records | "AllRecords" >> beam.Flatten()
         if not spec.dedup.exact:  # exact dedup's shuffle would spread the batches over the workers
             records = records | "Spread" >> beam.Reshuffle()
