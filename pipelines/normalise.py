@@ -19,15 +19,14 @@ _SPACES = re.compile(r"[^\S\n]+")  # any whitespace but the newline
 _CONTROL = {c: None for c in [*range(0x20), *range(0x7F, 0xA0)] if c not in (0x09, 0x0A)}
 
 
-# ASCII without control characters (tab and newline aside) is text ftfy leaves as it is with the
-# settings above: mojibake, odd widths, ligatures and NFC all need non-ASCII characters.
-_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # the keys of _CONTROL
-
-
-
 def _class_of(codes: set[int]) -> str:
     return "".join(re.escape(chr(c)) for c in sorted(codes))
+
+
+# ASCII without control characters (tab and newline aside) is text ftfy leaves as it is with the
+# settings above: mojibake, odd widths, ligatures and NFC all need non-ASCII characters.
+_ASCII_CONTROL = re.compile("[" + _class_of({c for c in _CONTROL if c < 0x80}) + "]")
+_ANY_CONTROL = re.compile("[" + _class_of(set(_CONTROL)) + "]")
 
 
 # Every character one of ftfy's fixers (other than fix_encoding) acts on, with the settings above:

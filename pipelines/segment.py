@@ -67,15 +67,15 @@ class SplitSentences(beam.DoFn):
             if not record.get("segment"):
                 out.append(record)
                 continue
-            counts[record["source"], "units_in"] += 1
             source = record["source"]
+            counts[source, "units_in"] += 1
             if source not in tokenizers:  # one tokenizer per source and batch, not per unit
                 tokenizers[source] = PunktSentenceTokenizer(models[source])
             tokenizer = tokenizers[source]
             for k, (start, end) in enumerate(tokenizer.span_tokenize(record["text"])):
                 text = _WS.sub(" ", record["text"][start:end]).strip()
                 if text:
-                    counts[record["source"], "sentences_out"] += 1
+                    counts[source, "sentences_out"] += 1
                     out.append({**record, "text": text, "id": record_id(text), "pos": record["pos"] * 10_000 + k,
                                 "offset": record["offset"] + start})
         if out:
