@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from augment.base import Augmenter, AugmenterError, rngs
 from augment.filters import new_markers, strip_new_markers
-from augment.util import first_line
+from common.errors import first_line
 
 # ISO 639-1 and -3 spellings that Apertium's mode names use.
 CODES = {"en": ("eng", "en"), "es": ("spa", "es"), "gl": ("glg", "gl"), "pt": ("por", "pt"), "ca": ("cat", "ca"),
@@ -135,7 +135,8 @@ class TransformersRoundTrip:
                 tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
                 model = AutoModelForSeq2SeqLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
             except (OSError, ValueError) as exc:
-                raise AugmenterError(f"cannot load translation model {path}: {first_line(exc)}") from None
+                why = first_line(exc, default="", limit=None)  # augment's words: empty stays empty, nothing cut
+                raise AugmenterError(f"cannot load translation model {path}: {why}") from None
             self.models[path] = (tok, model.to(self.device).eval())
         return self.models[path]
 

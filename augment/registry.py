@@ -105,30 +105,39 @@ def parse_augment(table: dict[str, Any], language: str) -> AugmentConfig:
     raw_steps = table.get("steps", [])
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ValueError("augment.steps: must list at least one step ([[augment.steps]])")
-    steps, names = [], set()
-    for i, raw in enumerate(raw_steps):
-        where = f"augment.steps[{i}]"
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where}: must be a table")
-        params = dict(raw)
-        kind = params.pop("augmenter", None)
-        if kind not in AUGMENTERS:
-            raise ValueError(f"{where}.augmenter: must be one of {', '.join(AUGMENTERS)} (got {kind!r})")
-        name = params.pop("name", kind)
-        if name in names:
-            name = f"{name}-{i}"
-        names.add(name)
-        signature = inspect.signature(AUGMENTERS[kind].__init__).parameters
-        accepted = set(signature) - {"self", "language", "thesaurus", "stopwords"}
-        # An augmenter taking **options (back-translation's) hands them to its backend unchecked here.
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-            bad = sorted(set(params) - accepted)
-            if bad:
-                raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")
-        step = Step(i, name, kind, params)
-        try:
-            step.build(language)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        steps.append(step)
-    return AugmentConfig(seed=seed, batch_size=batch_size, filters=filters, steps=tuple(steps))
+    names: set[str] = set()
+    steps = tuple(_step(i, raw, names, language) for i, raw in enumerate(raw_steps))
+    return AugmentConfig(seed=seed, batch_size=batch_size, filters=filters, steps=steps)
+
+
+def _step(index: int, raw: Any, names: set[str], language: str) -> Step:
+    """One `[[augment.steps]]` table; its name made unique among `names` (the steps before it)."""
+    where = f"augment.steps[{index}]"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: must be a table")
+    params = dict(raw)
+    kind = params.pop("augmenter", None)
+    if kind not in AUGMENTERS:
+        raise ValueError(f"{where}.augmenter: must be one of {', '.join(AUGMENTERS)} (got {kind!r})")
+    name = params.pop("name", kind)
+    if name in names:
+        name = f"{name}-{index}"
+    names.add(name)
+    _check_parameters(where, kind, params)
+    step = Step(index, name, kind, params)
+    try:
+        step.build(language)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return step
+
+
+def _check_parameters(where: str, kind: str, params: dict[str, Any]) -> None:
+    """Every key must be a parameter of the augmenter's constructor."""
+    signature = inspect.signature(AUGMENTERS[kind].__init__).parameters
+    accepted = set(signature) - {"self", "language", "thesaurus", "stopwords"}
+    # An augmenter taking **options (back-translation's) hands them to its backend unchecked here.
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        bad = sorted(set(params) - accepted)
+        if bad:
+            raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")

@@ -10,14 +10,13 @@ names the encoding. 26 languages in Debian; Galician is `mythes-gl`.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Protocol
 
 from augment.base import AugmenterError
-from augment.util import cache_dir, write_text_atomic
+from common.files import replacing, user_cache_dir, write_text_atomic
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 MYTHES_DIRS = (Path("/usr/share/mythes"), Path("/usr/share/hunspell"), Path("/usr/share/myspell/dicts"))
@@ -47,17 +46,15 @@ def debian_wordnet_root(source: Path = DEBIAN_WORDNET) -> Path:
         hint = "wordnet-sense-index" if missing == ["index.sense"] else "wordnet-base wordnet-sense-index"
         raise AugmenterError(f"WordNet files missing in {source}: {', '.join(missing)}; install Debian's {hint} "
                              "(apt-get install wordnet-base wordnet-sense-index) or NLTK's wordnet data")
-    root = cache_dir() / "nltk_data"
+    root = user_cache_dir() / "nltk_data"
     target = root / "corpora" / "wordnet"
     target.mkdir(parents=True, exist_ok=True)
     for name in _WORDNET_FILES:
         link = target / name
         if not link.exists() or link.stat().st_size != (source / name).stat().st_size:
-            tmp = target / f".{name}.{os.getpid()}"
-            tmp.unlink(missing_ok=True)
-            # A copy: NLTK refuses symbolic links that leave its root and hard-linked files.
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, link)
+            with replacing(link) as tmp:
+                # A copy: NLTK refuses symbolic links that leave its root and hard-linked files.
+                shutil.copyfile(source / name, tmp)
     lexnames = target / "lexnames"
     if not lexnames.exists():
         text = "".join(f"{i:02d}\t{n}\t{_LEX_CATEGORY[n.split('.')[0]]}\n" for i, n in enumerate(LEXNAMES))

@@ -103,7 +103,7 @@ def bench_ours_inprocess(lang: str, texts: list[str], stopwords: list[str]) -> l
 def bench_pipeline(log: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from pipelines.augment import augment_snapshot
+    from pipelines.augmentation import augment_snapshot
     from pipelines.build import build
     from pipelines.spec import load_spec
 

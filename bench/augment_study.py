@@ -110,8 +110,8 @@ def choose_dropout(corpus: Path) -> float:
     """The dropout whose study student has the best dev bits per character (`lm.train`, real
     text, one seed, the study preset's shape and schedule, early stopping; `tuned` reads them)."""
     from lm.distill.config import PRESETS
-    pre = PRESETS["study"]
-    shape = pre.student[1]
+    pre = PRESETS["study"].defaults()
+    shape = PRESETS["study"].student_shape[1]
     dev: dict[float, float] = {}
     for d in DROPOUTS:
         out = WORK / "tune" / f"{corpus.name}-d{d}"

@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     load = load_1m()
     points = [point(lr, d, corpus, teacher) for lr, d in GRID]
-    demo = PRESETS["demo"]
+    demo = PRESETS["demo"].defaults()
     res = {"machine": machine(), "load_avg_1m": [load, load_1m()], "teacher": str(teacher.relative_to(ROOT)),
            "grid": [list(g) for g in GRID], "points": points, "chosen": choose(points),
-           "demo": {"lr": demo.student_lr, "dropout": demo.student[1].get("dropout", 0.0)}}
+           "demo": {"lr": demo.student_lr, "dropout": demo.student_dropout}}
     publish(RESULTS, SECTION, res, readme_section)
     print(json.dumps(res["chosen"], indent=2))
     return 0

@@ -22,8 +22,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from common.files import read_json, sha256_file, write_json
 from lm.errors import CheckpointError, first_line
-from lm.files import read_json, sha256_file, write_json
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
 

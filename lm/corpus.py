@@ -10,7 +10,8 @@ gives back the published validation text exactly, less the file's final newline)
 "\\n" (lines, sentences: one record a line, e.g. gl-ctg). Training packs documents (records of one
 `doc`, joined the same way) with an end-of-sequence token between them.
 
-Every shard is checked before it is read (`checked_shards`): a split folder against the
+Every shard is checked before it is read, by the snapshot format's one rule
+(`common.snapshot_format.checked_shards`, re-exported here): a split folder against the
 version's manifest.json, the augmented set against its stats.json. A shard whose sha256 differs
 from the listing, a listed shard that is missing, or a Parquet file the listing does not name is
 a DataError, so a test shard copied over the train shard is never trained on.
@@ -18,7 +19,6 @@ a DataError, so a test shard copied over the train shard is never trained on.
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,10 +26,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from lm.errors import DataError
-from lm.files import sha256_file
+from common.errors import DataError
+from common.snapshot_format import (LATEST, SPEC_COPY, SPLITS, STATS, checked_shards, is_version_dir, read_latest,
+                                    read_spec_copy, shard_listing)
 
-SPLITS = ("train", "dev", "test")
+__all__ = ["SPLITS", "Snapshot", "augmenter_kinds", "checked_shards", "corpus_separator", "open_snapshot",
+           "read_columns"]
 WHOLE_UNIT_FORMATS = ("paragraphs", "document")
 
 
@@ -43,7 +45,7 @@ class Snapshot:
 
     @cached_property
     def separator(self) -> str:
-        return corpus_separator(self.root / "spec.toml")
+        return corpus_separator(self.root / SPEC_COPY)
 
     def records(self, split: str) -> list[dict[str, Any]]:
         """The split's rows in reading order."""
@@ -73,50 +75,6 @@ class Snapshot:
         return self.root / "augmented"
 
 
-LISTINGS = ("manifest.json", "stats.json")  # a version's shards; the augmented set's shards
-
-
-def shard_listing(folder: Path) -> dict[str, dict[str, Any]] | None:
-    """Path (relative to `folder`) -> {"sha256", "rows"} of the shards that the listing in or
-    beside `folder` (manifest.json of a version, stats.json of the augmented set) names under it;
-    None when `folder` is not part of a snapshot (e.g. a user's own `--augmented` folder)."""
-    # The listing sits in `folder` itself (VERSION/augmented) or beside it (VERSION/train).
-    for where, prefix in ((folder, ""), (folder.parent, folder.name + "/")):
-        for name in LISTINGS:
-            path = where / name
-            if not path.is_file():
-                continue
-            try:
-                shards = json.loads(path.read_text(encoding="utf-8")).get("shards")
-            except (OSError, ValueError) as exc:
-                raise DataError(f"cannot read {path}: {exc}") from exc
-            if shards is not None:
-                return {s["path"][len(prefix):]: s for s in shards if s["path"].startswith(prefix)}
-    return None
-
-
-def checked_shards(folder: Path, listing: dict[str, dict[str, Any]] | None = None) -> list[Path]:
-    """The Parquet files under `folder`, each checked against the snapshot's listing (see the
-    module doc; `listing`: one already read); a DataError names the first file that does not match."""
-    folder = Path(folder)
-    files = sorted(folder.rglob("*.parquet"))
-    listing = shard_listing(folder) if listing is None else listing
-    if listing is None:
-        return files
-    present = {f.relative_to(folder).as_posix(): f for f in files}
-    extra = sorted(set(present) - set(listing))
-    if extra:
-        raise DataError(f"{present[extra[0]]}: a Parquet file that the snapshot's listing does not name; "
-                        "remove it or rebuild the snapshot")
-    for rel, entry in sorted(listing.items()):
-        if rel not in present:
-            raise DataError(f"{folder / rel}: missing; the snapshot lists it ({entry['rows']} rows)")
-        if sha256_file(present[rel]) != entry["sha256"]:
-            raise DataError(f"{present[rel]}: sha256 differs from the snapshot's listing (the shard was changed "
-                            "or replaced after publication); rebuild the snapshot")
-    return files
-
-
 def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         raise DataError(f"split {split!r} not found: no Parquet shards in {folder}")
@@ -137,7 +95,7 @@ def _read_rows(folder: Path, split: str) -> list[dict[str, Any]]:
 def augmenter_kinds(folder: Path) -> dict[str, str | None]:
     """Augmenter step name -> its kind ("noise", "synonyms", ...), from the augmented set's
     stats.json beside `folder` (VERSION/augmented/train); {} when there is none."""
-    path = Path(folder).parent / "stats.json"
+    path = Path(folder).parent / STATS
     if not path.is_file():
         return {}
     stats = json.loads(path.read_text(encoding="utf-8"))
@@ -163,13 +121,7 @@ def read_columns(folder: Path, columns: list[str], optional: tuple[str, ...] = (
 
 def corpus_separator(spec_path: Path) -> str:
     """"\\n\\n" if any source keeps whole paragraphs or documents, else "\\n" (see module doc)."""
-    if not spec_path.is_file():
-        return "\n"
-    try:
-        spec = tomllib.loads(spec_path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise DataError(f"cannot read the snapshot's spec {spec_path}: {exc}") from exc
-    for src in spec.get("sources", []):
+    for src in read_spec_copy(spec_path).get("sources", []):
         fmt = src.get("format")
         if fmt in WHOLE_UNIT_FORMATS and not src.get("segment", True):
             return "\n\n"
@@ -179,12 +131,12 @@ def corpus_separator(spec_path: Path) -> str:
 def open_snapshot(path: str | Path) -> Snapshot:
     """`OUT/NAME` (follows LATEST) or a version folder `OUT/NAME/VERSION`."""
     p = Path(path)
-    if (p / "LATEST").is_file():
-        version = (p / "LATEST").read_text(encoding="utf-8").strip()
+    version = read_latest(p)
+    if version is not None:
         root = p / version
         if not root.is_dir():
-            raise DataError(f"{p / 'LATEST'} names version {version!r}, but {root} does not exist")
+            raise DataError(f"{p / LATEST} names version {version!r}, but {root} does not exist")
         return Snapshot(root=root, name=p.name, version=version)
-    if (p / "train").is_dir() or (p / "manifest.json").is_file():
+    if is_version_dir(p):
         return Snapshot(root=p, name=p.parent.name, version=p.name)
     raise DataError(f"no corpus snapshot at {p} (expected OUT/NAME with a LATEST file, or a version folder)")

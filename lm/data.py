@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from common.files import replacing, user_cache_dir
 from lm.errors import DataError
-from lm.files import cache_root
 from lm.tokenizer import Tokenizer
 
 
@@ -44,7 +43,7 @@ ENCODING = "lines"
 
 
 def cache_dir() -> Path:
-    return cache_root() / "tokens"
+    return user_cache_dir() / "tokens"
 
 
 def encode_documents(tokenizer: Tokenizer, docs: Iterable[str]) -> np.ndarray:
@@ -68,11 +67,8 @@ def token_stream(tokenizer: Tokenizer, docs: list[str], key: str | None) -> np.n
         except (OSError, ValueError):
             pass  # a torn cache file is rebuilt below
     stream = encode_documents(tokenizer, docs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # atomic: readers see a whole file or none
         np.save(f, stream)
-    os.replace(tmp, path)  # atomic: readers see a whole file or none
     return stream
 
 

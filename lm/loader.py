@@ -25,26 +25,23 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from common.files import read_json, sha256_file
 from lm import parallel
 from lm.decode import CachedDecoder, make_runner
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, verify
 from lm.errors import CheckpointError, UsageError, first_line
-from lm.files import read_json, sha256_file
 from lm.hf_model import HFModel
 from lm.losses import token_nll
 from lm.model import ModelConfig, abstract_params, make_apply
 from lm.quant import dequantize, unflatten
+from lm.scoring import ScoredModel
 from lm.tokenizer import MODEL_FILE, Tokenizer
 
 EXPORT_FILE, WEIGHTS = "export.json", "model.safetensors"  # an export's description and weights
 
 
-class LanguageModel(Protocol):
-    tokenizer: Tokenizer
-    context: int
-    info: dict[str, Any]
-
-    def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
+class LanguageModel(ScoredModel, Protocol):
+    """What scoring reads (`lm.scoring.ScoredModel`), and what sampling needs besides."""
 
     def next_logits(self, tokens: np.ndarray) -> np.ndarray: ...
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
 
 from lm.errors import DataError, UsageError
-from lm.files import read_json, write_json
+from common.files import read_json, write_json, write_text_atomic
 from lm.model import ModelConfig
 
 RUN_FILE, METRICS_FILE, DONE_FILE = "run.json", "metrics.jsonl", "DONE.json"
@@ -99,9 +98,7 @@ def cut_metrics(out: Path, step: int) -> int:
             kept.append(line)
     if len(kept) == len(lines):
         return 0
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(x + "\n" for x in kept))
     return len(lines) - len(kept)
 
 

@@ -4,6 +4,9 @@ Bits per character on raw held-out text = the total negative log-likelihood of t
 divided by its number of characters (Unicode code points). It does not depend on the tokenizer,
 so models with different vocabularies, and character-level results, compare directly.
 
+Scoring takes a model and never loads one (`ScoredModel`: what it reads of a model; the
+callers load it, `lm.loader.load_model` for a MODEL path).
+
 * `evaluate(model, split)`: the split's records in (source, doc, pos) order joined with the
   corpus separator ("\\n" for one-record-a-line corpora such as gl-ctg; "\\n\\n" for paragraph
   corpora such as tinyshakespeare, which gives back the published validation text: see
@@ -22,16 +25,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from lm.corpus import open_snapshot
 from lm.data import token_stream
 from lm.errors import DataError, UsageError
-from lm.loader import LanguageModel
+from lm.tokenizer import Tokenizer
 
 LN2 = math.log(2.0)
+
+
+class ScoredModel(Protocol):
+    """What scoring reads of a model; callers load it (`lm.loader.load_model` gives one)."""
+
+    tokenizer: Tokenizer
+    context: int
+    info: dict[str, Any]
+
+    def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
 
 
 def bits_per_char(nll_nats: float, chars: int) -> float:
@@ -55,7 +68,7 @@ def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int]]:
     return out
 
 
-def score_stream(model: LanguageModel, stream: np.ndarray, stride: int, batch: int = 32) -> tuple[float, int]:
+def score_stream(model: ScoredModel, stream: np.ndarray, stride: int, batch: int = 32) -> tuple[float, int]:
     """(total NLL in nats, tokens scored) of stream[1:], each token once, windows as above."""
     ctx = model.context
     wins = windows(len(stream), ctx, stride)
@@ -78,7 +91,7 @@ def score_stream(model: LanguageModel, stream: np.ndarray, stride: int, batch: i
     return total, count
 
 
-def evaluate(model: LanguageModel, split: str, corpus: str | None = None, stride: int | None = None) -> dict[str, Any]:
+def evaluate(model: ScoredModel, split: str, corpus: str | None = None, stride: int | None = None) -> dict[str, Any]:
     if split not in ("dev", "test"):
         raise UsageError(f"--split must be dev or test, not {split!r}")
     where = corpus or model.info.get("corpus", {}).get("path")

@@ -16,9 +16,11 @@ Running the same command again with a larger `--steps` resumes from the last che
 steps + resume + M steps gives the same parameters as N + M straight (the same compiled step on
 the same batches from the same state; bitwise on one machine). A run's settings are fixed when it
 is created: on resume only `--steps` and the logging/eval/save cadence may change. The learning
-rate warms up linearly for `--warmup` steps, then follows a cosine to `--min-lr-ratio` x `--lr` at
+rate warms up linearly for `--warmup` steps (default: a tenth of the schedule, at least 1 and at
+most 100: `lm.fit.warmup_for`), then follows a cosine to `--min-lr-ratio` x `--lr` at
 `--decay-steps` (default: the first invocation's `--steps`) and stays there, so extending a run
-never rewrites the schedule of the steps already taken.
+never rewrites the schedule of the steps already taken. With `--patience`, a run that stopped
+early is done: running it again says so and exits 0.
 
 Every local device is used (data parallel, mesh axis "data"); on a CPU the host is split into
 one device per core, the only way XLA keeps every core busy on a small model. `--batch` must be
@@ -33,40 +35,20 @@ _STARTED = time.perf_counter()  # before the heavy imports: `--max-seconds` coun
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from lm import parallel
 from lm.checkpoint import RESUME_DIR
 from lm.corpus import Snapshot, augmenter_kinds, open_snapshot, read_columns
-from lm.data import Batches, Packed, Pool, pack, real_pool, token_stream
+from lm.data import Batches, Pool, pack, token_stream
 from lm.errors import DataError, UsageError, run_cli
+from lm.fit import TrainSettings, dev_set, optim_for, train_into, train_pool
 from lm.model import ModelConfig, preset
-from lm.run import check_fixed, data_record, read_run, write_run
+from lm.run import check_fixed, data_record, read_run
 from lm.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
-from lm.trainer import Dev, LoopConfig, OptimConfig, resume_step, train
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything fixed at a run's creation besides the model shape."""
-
-    optim: OptimConfig
-    preset: str = "student"
-    batch: int = 32
-    seed: int = 0
-    vocab_size: int | None = None      # default: from the train split's size
-    tokenizer: str = "unigram"
-    augmented: str | None = None       # a folder of augmented Parquet; "auto" = VERSION/augmented
-    augmented_weight: float = 0.5
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
-        return cls(**{**d, "optim": OptimConfig(**d["optim"])})
-
+from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, resume_step
 
 MODEL_FLAGS = {"dim": "dim", "layers": "n_layers", "heads": "n_heads", "hidden": "hidden_dim",
                "context": "context", "dtype": "dtype", "dropout": "dropout"}
@@ -145,10 +127,7 @@ class Run:
             if not a.corpus:
                 raise UsageError(f"--corpus is required to start a new run in {self.out}")
             # the schedule is fixed at creation: extending a run never rewrites the steps taken
-            decay = optim_given.get("decay_steps") or a.steps
-            warmup = optim_given.get("warmup", min(100, decay // 10))
-            optim = OptimConfig(**{**optim_given, "decay_steps": decay, "warmup": warmup})
-            return TrainSettings(optim=optim, **given), model_given, open_snapshot(a.corpus)
+            return TrainSettings(optim=optim_for(a.steps, **optim_given), **given), model_given, open_snapshot(a.corpus)
         # resume: every fixed setting given again must agree with the stored one
         settings = TrainSettings.from_dict(stored["train"])
         check_fixed(self.out, stored["train"], given)
@@ -194,15 +173,9 @@ class Run:
         """run.json's `data`: the whole train split, plus the augmented variants when used."""
         return data_record(self.snapshot, ["train"], None, self.augmented_rows() if self.settings.augmented else None)
 
-    def _key(self, split: str) -> str:
-        return f"{self.snapshot.name}/{self.snapshot.version}/{split}"
-
     def batches(self, tok: Tokenizer, cfg: ModelConfig) -> Batches:
         s = self.settings
-        train_docs = self.snapshot.documents("train")
-        if not any(d.strip() for d in train_docs):
-            raise DataError(f"the train split of {self.snapshot.root} is empty")
-        real = real_pool(tok, train_docs, cfg.context, self._key("train"))
+        real = train_pool(self.snapshot, tok, cfg.context)
         if not s.augmented:
             return Batches(real, s.batch, s.seed)
         text = self.snapshot.separator.join(self.augmented_texts())
@@ -210,19 +183,16 @@ class Run:
         return Batches(real, s.batch, s.seed, [aug], share=s.augmented_weight)
 
     def dev(self, tok: Tokenizer, cfg: ModelConfig) -> Dev | None:
-        dev_docs = self.snapshot.documents("dev")
-        dev_chars = len(self.snapshot.separator.join(dev_docs))
-        if not dev_chars:
+        dev = dev_set(self.snapshot, tok, cfg.context, max_tokens=self.args.eval_tokens)
+        if dev is None:
             print(f"warning: dev split of {self.snapshot.root} is empty: no dev evaluation, the last "
                   "checkpoint is also the best", file=sys.stderr)
-            return None
-        dev = pack(token_stream(tok, dev_docs, self._key("dev")), cfg.context, tok.eos_id)
-        cap = max(1, self.args.eval_tokens // cfg.context)
-        return Dev(Packed(dev.tokens[:cap], dev.mask[:cap]), dev_chars if len(dev) <= cap else None)
+        return dev
 
     # ---- training -------------------------------------------------------------------------
-    def train(self, started: float | None = None) -> dict[str, Any]:
-        """Train to `--steps`; `started`: when the command started (`--max-seconds` counts from it)."""
+    def train(self, started: float | None = None) -> Summary | None:
+        """Train to `--steps`; `started`: when the command started (`--max-seconds` counts from it).
+        None when the run was already at `--steps`."""
         a, s = self.args, self.settings
         parallel.check_batch(s.batch, parallel.make_mesh())
         tok = self.tokenizer()
@@ -234,30 +204,37 @@ class Run:
             raise DataError(f"tokenizer has {tok.vocab_size} pieces but the run's model expects {cfg.vocab_size}")
         data, dev = self.batches(tok, cfg), self.dev(tok, cfg)
         start = resume_step(self.out)
-        prev = self.stored or {}
-        write_run(self.out, cfg, s.to_dict(), tok.describe() | {"type": prev.get("tokenizer", {}).get("type")
-                                                                 or tok.model_type or s.tokenizer},
-                  self.snapshot, max(a.steps, start), resumes=prev.get("resumes", []) + ([start] if start else []),
-                  data=self.data())
         if start >= a.steps:
             print(f"{self.out}: already at step {start} (asked for {a.steps}); nothing to do")
-            return {"steps": start, "resumed_from": start}
+            return None
+        prev = self.stored or {}
         eval_every = a.eval_every or max(1, a.steps // 10)
         loop = LoopConfig(steps=a.steps, batch=s.batch, eval_every=eval_every, save_every=a.save_every or eval_every,
                           log_every=a.log_every, quiet=a.quiet, patience=a.patience)
         t0 = started if started is not None else time.perf_counter()
         deadline = t0 + a.max_seconds if a.max_seconds is not None else None
-        summary = train(self.out, cfg, s.optim, loop, data, dev, seed=s.seed, deadline=deadline)
-        if summary.get("stopped_early"):
-            print(f"{self.out}: stopped at step {summary['steps']}: no better dev loss in {a.patience} evaluations "
-                  f"(best at step {summary['best_step']})", file=sys.stderr)
-        if summary["deadline_reached"]:
-            print(f"{self.out}: --max-seconds {a.max_seconds:g} reached at step {summary['steps']} of {a.steps}",
-                  file=sys.stderr)
-        dev_loss, best = summary["dev_loss"], summary["best_dev_loss"]
-        print(f"{self.out}: step {summary['steps']}, loss {summary['loss']:.4f}"
-              + (f", dev loss {dev_loss:.4f} nats/token (best {best:.4f})" if dev_loss is not None else ""))
+        resumes = prev.get("resumes", []) + ([start] if start else [])
+        summary = train_into(self.out, cfg, tok, self.snapshot, s, loop, data, dev, deadline=deadline,
+                             run_info={"resumes": resumes, "data": self.data()})
+        self.report(summary)
         return summary
+
+    def report(self, summary: Summary) -> None:
+        """One line of where the run stands, and why it stopped short of `--steps` if it did."""
+        a = self.args
+        if summary.stopped_early and not summary.trained:
+            print(f"{self.out}: the run is done: it stopped early at step {summary.steps} (no better dev loss in "
+                  f"{a.patience} evaluations; best at step {summary.best_step}); nothing to do")
+            return
+        if summary.stopped_early:
+            print(f"{self.out}: stopped at step {summary.steps}: no better dev loss in {a.patience} evaluations "
+                  f"(best at step {summary.best_step})", file=sys.stderr)
+        if summary.deadline_reached:
+            print(f"{self.out}: --max-seconds {a.max_seconds:g} reached at step {summary.steps} of {a.steps}",
+                  file=sys.stderr)
+        dev_loss, best = summary.dev_loss, summary.best_dev_loss
+        print(f"{self.out}: step {summary.steps}, loss {summary.loss:.4f}"
+              + (f", dev loss {dev_loss:.4f} nats/token (best {best:.4f})" if dev_loss is not None else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,11 @@ folder and keeps there:
   wall time, both summed over resumes.
   A resume first cuts the rows logged after its checkpoint (`lm.run.cut_metrics`): steps stay unique.
 
-One jitted step (`make_step`) serves every loss (`lm.losses`): cross-entropy, or CE plus KL to a
-teacher whose forward runs inside the step (`Teacher(cfg, params)`), or whose top-k outputs come
-from a cache (`Teacher(cache=...)`, any object with `prepare`, `fill`, `lookup` and `flush`:
-`lm.distill.teacher_cache`). `keep` (a 0/1 tree like the parameters) holds pruned weights at zero.
+One jitted step (`lm.objective.make_step`) serves every objective: cross-entropy, or CE plus KL
+to a teacher whose forward runs inside the step (`Teacher(cfg, params)`), or whose top-k outputs
+come from a cache (`Teacher(cache=...)`). `keep` (a 0/1 tree like the parameters) holds pruned
+weights at zero. The loop is a `Trainer`, a small state object whose steps are its methods
+(`restore`, `setup`, `step`, `log`, `evaluate`, `save`); every exit returns one `Summary`.
 
 Early stopping: with `loop.patience` K, training stops (checkpointed) once K dev evaluations in a
 row found no new best; `best/` then holds the model (`lm.loader` loads it), and a re-run trains no
@@ -33,22 +34,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm import tqdm
 
 from lm import parallel
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, abstract_like
-from lm.data import Batch, Batches, Packed, Pool
+from lm.data import Batches, Packed
 from lm.errors import TrainingDiverged, UsageError
-from lm.losses import LossConfig, TopK, distill_loss, token_nll, topk_of
-from lm.model import ModelConfig, count_params, init_params, make_apply, make_train_apply
+from lm.losses import LossConfig
+from lm.model import ModelConfig, count_params, init_params
+from lm.objective import Objective, Teacher, block_eval, make_eval_step, make_step, objective_for
 from lm.run import Metrics, cut_metrics
 
 
@@ -102,93 +103,37 @@ class Dev:
     chars: int | None
 
 
-class SoftTargetCache(Protocol):
-    def prepare(self, pools: list[Pool]) -> None: ...
-    def fill(self, pools: list[Pool], rows: dict[int, np.ndarray], width: int, quiet: bool = True) -> None: ...
-    def lookup(self, batch: Batch, pools: list[Pool]) -> TopK: ...
-    def flush(self) -> None: ...
-
-
 @dataclass(frozen=True)
-class Teacher:
-    """Where soft targets come from: a Flax model run inside the step, or a top-k cache."""
+class Summary:
+    """What a call of `train` did, the same fields from every exit (a run already finished, or
+    stopped early, trains nothing and reports where it stands)."""
 
-    cfg: ModelConfig | None = None
-    params: Any = None
-    cache: SoftTargetCache | None = None
+    steps: int                         # the step the run has reached
+    resumed_from: int                  # the step this call started from (0: a new run)
+    best_dev_loss: float | None        # nats/token of the best dev evaluation (None: no dev)
+    best_step: int
+    stopped_early: bool                # patience ran out (now or in an earlier call)
+    train_seconds: float               # time in steps, over every call of the run
+    elapsed: float                     # wall time, over every call of the run
+    tokens: int
+    tokens_per_second: float           # this call's steps (the run's average if it took none)
+    params: int
+    deadline_reached: bool = False
+    loss: float | None = None          # the last logged training loss of this call (None: no step)
+    dev_loss: float | None = None      # this call's last dev evaluation
+    compile_seconds: float = 0.0
 
+    @property
+    def trained(self) -> bool:
+        return self.steps > self.resumed_from
 
-def soft_target_mode(teacher: Teacher | None, loss: LossConfig) -> str:
-    """How a step gets soft targets: "ce" (none), "live" (teacher forward in the step), "cached"."""
-    if teacher is None or not loss.uses_teacher:
-        return "ce"
-    return "cached" if teacher.cache is not None else "live"
+    def timing(self) -> dict[str, Any]:
+        """The fields a finished model's record keeps (`lm.distill`'s DONE.json)."""
+        return {k: getattr(self, k) for k in ("train_seconds", "tokens_per_second", "steps", "best_step",
+                                               "stopped_early")}
 
-
-def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-              mode: str = "ce", teacher_cfg: ModelConfig | None = None, masked: bool = False):
-    """The jitted update `(params, opt_state, extra, batch, step) -> (params, opt_state, (loss, ce,
-    kl))`; dropout (`cfg.dropout`) draws from `extra["key"]` folded with the step number.
-
-    mode "ce" (no teacher), "live" (`extra["teacher"]`'s forward inside, on `batch["xc"]`) or
-    "cached" (`batch["idx"]`, `batch["vals"]`: top-k ids and log-probs); `batch` always has
-    "x", "y", "m". `masked`: the update is multiplied by `extra["keep"]`. Gradients are
-    all-reduced by XLA across the mesh."""
-    apply = make_train_apply(cfg)
-    t_apply = make_apply(teacher_cfg) if mode == "live" else None
-    alpha = loss.alpha if mode != "ce" else 1.0
-
-    def loss_fn(params, extra, b, step):
-        key = jax.random.fold_in(jax.random.wrap_key_data(extra["key"]), step) if cfg.dropout else None
-        logits = apply(params, b["x"], key)
-        kw: dict[str, Any] = {}
-        if mode == "live":
-            t_logits = jax.lax.stop_gradient(t_apply(extra["teacher"], b["xc"]))
-            if loss.top_k:
-                kw["teacher_topk"] = topk_of(t_logits, loss.top_k, loss.temperature)
-            else:
-                kw["teacher_logits"] = t_logits
-        elif mode == "cached":
-            kw["teacher_topk"] = TopK(b["idx"], b["vals"])
-        value, parts = distill_loss(logits, b["y"], b["m"], alpha=alpha, temperature=loss.temperature,
-                                    kind=loss.kl, tail=loss.tail, **kw)
-        return value, (parts["ce"], parts["kl"])
-
-    def step(params, opt_state, extra, b, step_no):
-        (value, (ce, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, extra, b, step_no)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if masked:  # pruned weights stay zero
-            params = jax.tree.map(lambda p, k: p * k, params, extra["keep"])
-        return params, opt_state, (value, ce, kl)
-
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(repl, repl, repl, data, repl), out_shardings=(repl, repl, repl),
-                   donate_argnums=(0, 1))
-
-
-def make_eval_step(cfg: ModelConfig, mesh: jax.sharding.Mesh):
-    apply = make_apply(cfg)
-
-    def nll_sum(params, x, y, m):
-        return jnp.sum(token_nll(apply(params, x), y) * m)
-
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(nll_sum, in_shardings=(repl, data, data, data), out_shardings=repl)
-
-
-def block_eval(eval_step, params, packed: Packed, batch: int) -> tuple[float, float]:
-    """(sum of NLL in nats, tokens scored) over packed sequences, each scored on its own."""
-    total, count = 0.0, 0.0
-    for i in range(0, len(packed), batch):
-        toks, mask = packed.tokens[i:i + batch], packed.mask[i:i + batch]
-        if len(toks) < batch:  # pad to a full, evenly sharded batch; padding weighs nothing
-            pad = batch - len(toks)
-            toks = np.concatenate([toks, np.zeros((pad, toks.shape[1]), toks.dtype)])
-            mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), mask.dtype)])
-        total += float(eval_step(params, toks[:, :-1], toks[:, 1:], mask))
-        count += float(mask.sum())
-    return total, count
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def resume_step(out: Path) -> int:
@@ -196,165 +141,200 @@ def resume_step(out: Path) -> int:
     return Checkpoints(Path(out), read_only=True).latest_step(RESUME_DIR) or 0
 
 
-def _batch_arrays(b: Batch, mode: str, cache: SoftTargetCache | None, pools: list[Pool]) -> dict[str, np.ndarray]:
-    arrays = {"x": b.inputs, "y": b.targets, "m": b.mask}
-    if mode == "live":
-        arrays["xc"] = b.clean_inputs
-    elif mode == "cached":
-        top = cache.lookup(b, pools)
-        arrays |= {"idx": top.indices, "vals": top.logprobs}
-    return arrays
+class Trainer:
+    """One call of the loop on one run folder: its state, and its steps as methods."""
+
+    def __init__(self, out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, data: Batches,
+                 dev: Dev | None, *, seed: int, loss: LossConfig, objective: Objective, start_params: Any,
+                 keep: Any, deadline: float | None):
+        self.out, self.cfg, self.optim, self.loop, self.data, self.dev = Path(out), cfg, optim, loop, data, dev
+        self.seed, self.loss, self.objective, self.keep, self.deadline = seed, loss, objective, keep, deadline
+        self.t0 = time.perf_counter()
+        self.mesh = parallel.make_mesh()
+        parallel.check_batch(loop.batch, self.mesh)
+        self.tx, self.schedule = make_optimizer(optim)
+        # a copy: the step donates its parameter buffers, and the caller's model lives on
+        self.params = jax.tree.map(np.array, start_params) if start_params is not None else init_params(cfg, seed)
+        self.opt_state = self.tx.init(self.params)
+        self.ckpts = Checkpoints(self.out)
+        self.start = self.step_no = 0
+        self.seconds = self.seconds0 = self.elapsed0 = self.compile_s = 0.0
+        self.tokens = self.timed_tokens = 0
+        self.best, self.best_step, self.stale = math.inf, 0, 0  # best dev loss, its step, evaluations since
+        self.last_loss: float | None = None
+        self.dev_loss: float | None = None
+        self.pending: list = []
+
+    # ---- the steps of a run ------------------------------------------------------------------
+    def restore(self) -> None:
+        """Continue from the run folder's last checkpoint, if any."""
+        self.start = self.step_no = self.ckpts.latest_step() or 0
+        if not self.start:
+            return
+        tree = {"params": self.params, "opt_state": self.opt_state, "step": np.int64(0)}
+        state, meta = self.ckpts.restore(RESUME_DIR, abstract_like(tree, parallel.replicated(self.mesh)))
+        self.params, self.opt_state = state["params"], state["opt_state"]
+        self.data.restore(meta["data"])
+        self.seconds = self.seconds0 = float(meta.get("train_seconds", 0.0))
+        self.elapsed0 = float(meta.get("elapsed", 0.0))
+        self.tokens = int(meta.get("tokens", 0))
+        self.best = float(meta["best_dev_loss"]) if meta.get("best_dev_loss") is not None else math.inf
+        self.best_step, self.stale = int(meta.get("best_step", 0)), int(meta.get("stale_evals", 0))
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.loop.patience and self.stale >= self.loop.patience)
+
+    def setup(self) -> None:
+        """Place the state on the mesh, compile the steps, prepare the objective, open the logs."""
+        repl = parallel.replicated(self.mesh)
+        self.params, self.opt_state = parallel.put(self.params, repl), parallel.put(self.opt_state, repl)
+        self.extra = self.objective.extra(repl)
+        if self.keep is not None:
+            self.extra["keep"] = parallel.put(self.keep, repl)
+        if self.cfg.dropout:
+            self.extra["key"] = parallel.put(jax.random.key_data(jax.random.key(self.seed)), repl)
+        self.step_fn = make_step(self.cfg, self.loss, self.tx, self.mesh, self.objective, self.keep is not None)
+        self.eval_fn = make_eval_step(self.cfg, self.mesh)
+        self.objective.prepare(self.data, self.loop.steps - self.start, self.loop.batch, self.loop.quiet)
+        cut_metrics(self.out, self.start)  # rows a killed process logged after the checkpoint are logged again
+        self.metrics = Metrics(self.out)
+        self.bar = tqdm(total=self.loop.steps, initial=self.start, disable=self.loop.quiet, unit="step",
+                        desc=self.loop.desc, dynamic_ncols=True)
+        self.t_mark = time.perf_counter()
+
+    def step(self) -> None:
+        """One optimiser step; the first of a process compiles, and is logged (and timed) apart."""
+        b = self.data.next()
+        arrays = {"x": b.inputs, "y": b.targets, "m": b.mask} | self.objective.arrays(b, self.data.pools)
+        self.params, self.opt_state, losses = self.step_fn(
+            self.params, self.opt_state, self.extra, jax.device_put(arrays, parallel.batch_sharded(self.mesh)),
+            np.int32(self.step_no))
+        self.step_no += 1
+        self.tokens += self.tokens_per_step
+        self.pending.append(losses)
+        if self.step_no == self.start + 1:
+            losses[0].block_until_ready()
+            self.compile_s = time.perf_counter() - self.t_mark
+            self.log(first=True)
+        else:
+            self.timed_tokens += self.tokens_per_step
+        self.bar.update(1)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.loop.batch * self.cfg.context
+
+    def elapsed(self) -> float:
+        return round(self.elapsed0 + time.perf_counter() - self.t0, 3)
+
+    def log(self, first: bool = False) -> None:
+        """Log the mean of the pending losses; stop on a NaN."""
+        vals = np.asarray(jax.device_get(self.pending), np.float64).reshape(len(self.pending), 3)
+        now = time.perf_counter()
+        if not np.all(np.isfinite(vals)):
+            bad = self.step_no - len(vals) + int(np.argmin(np.all(np.isfinite(vals), axis=1)))
+            raise TrainingDiverged(
+                f"{self.out}: loss is {vals[~np.isfinite(vals)][0]} at step {bad + 1}: training diverged; lower --lr "
+                f"(now {self.optim.lr}) or raise --warmup; the last good checkpoint is step "
+                f"{self.ckpts.latest_step() or 'none'} in {self.out / RESUME_DIR}")
+        mean = vals.mean(axis=0)
+        entry: dict[str, Any] = {"step": self.step_no, "loss": round(float(mean[0]), 6)}
+        if self.objective.name != "ce":
+            entry |= {"ce": round(float(mean[1]), 6), "kl": round(float(mean[2]), 6)}
+        entry["lr"] = float(self.schedule(self.step_no - 1))
+        if first:
+            entry["compile_seconds"] = round(self.compile_s, 3)
+        else:
+            self.seconds += now - self.t_mark
+            entry["tokens_per_s"] = round(len(vals) * self.tokens_per_step / max(now - self.t_mark, 1e-9), 1)
+            entry["train_seconds"] = round(self.seconds, 3)
+        entry["elapsed"] = self.elapsed()
+        self.metrics.write(entry)
+        self.pending = []
+        self.t_mark = time.perf_counter()  # logging is not training time
+        self.last_loss = float(mean[0])
+        self.bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
+
+    def evaluate(self) -> None:
+        """Score dev; a new best is saved as `best/STEP`, else patience runs down."""
+        nll, n = block_eval(self.eval_fn, self.params, self.dev.packed, self.loop.batch)
+        self.dev_loss = nll / n
+        entry = {"step": self.step_no, "dev_loss": round(self.dev_loss, 6)}
+        if self.dev.chars:
+            entry["dev_bpc"] = round(nll / math.log(2) / self.dev.chars, 6)
+        self.metrics.write(entry | {"elapsed": self.elapsed()})
+        if self.dev_loss < self.best:
+            self.best, self.best_step, self.stale = self.dev_loss, self.step_no, 0
+            self.ckpts.save(BEST_DIR, self.step_no, {"params": self.params},
+                            {"step": self.step_no, "dev_loss": self.dev_loss})
+        else:
+            self.stale += 1
+
+    def save(self) -> None:
+        """The resume checkpoint (and, without dev, the last parameters as the best)."""
+        step = self.step_no
+        if self.dev is None:
+            self.ckpts.save(BEST_DIR, step, {"params": self.params}, {"step": step, "dev_loss": None})
+        self.objective.before_save()
+        self.ckpts.save(RESUME_DIR, step, {"params": self.params, "opt_state": self.opt_state, "step": np.int64(step)},
+                        {"data": self.data.state(), "train_seconds": self.seconds, "elapsed": self.elapsed(),
+                         "tokens": self.tokens, "step": step, "best_dev_loss": self._best(),
+                         "best_step": self.best_step, "stale_evals": self.stale})
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self) -> Summary:
+        self.restore()
+        if self.start >= self.loop.steps or self.stopped:
+            self.ckpts.close()
+            return self.summary(deadline_reached=False)
+        self.setup()
+        out_of_time = False
+        try:
+            while self.step_no < self.loop.steps and not out_of_time and not self.stopped:
+                self.step()
+                out_of_time = self.deadline is not None and time.perf_counter() >= self.deadline
+                self.after_step(out_of_time)
+        finally:
+            self.bar.close()
+            self.metrics.close()
+            self.ckpts.close()
+        return self.summary(deadline_reached=self.step_no < self.loop.steps and not self.stopped)
+
+    def after_step(self, out_of_time: bool) -> None:
+        """Log, evaluate and save when their turn (or the end, or the deadline) comes."""
+        step, loop, last = self.step_no, self.loop, self.step_no == self.loop.steps
+        at_eval = step % loop.eval_every == 0 or last or out_of_time
+        at_save = step % loop.save_every == 0 or last or out_of_time
+        if self.pending and (step % loop.log_every == 0 or at_eval or at_save):
+            self.log()
+        if at_eval and self.dev is not None:
+            self.evaluate()
+            at_save = at_save or self.stopped
+        if at_save:
+            self.save()
+        if at_eval or at_save:
+            self.t_mark = time.perf_counter()  # evaluation and saving are not training time
+
+    def _best(self) -> float | None:
+        return self.best if math.isfinite(self.best) else None
+
+    def summary(self, deadline_reached: bool) -> Summary:
+        trained = self.seconds - self.seconds0
+        rate = self.timed_tokens / trained if trained > 0 else (self.tokens / self.seconds if self.seconds else 0.0)
+        return Summary(steps=self.step_no, resumed_from=self.start, best_dev_loss=self._best(),
+                       best_step=self.best_step, stopped_early=self.stopped, train_seconds=round(self.seconds, 3),
+                       elapsed=self.elapsed() if self.step_no > self.start else self.elapsed0, tokens=self.tokens,
+                       tokens_per_second=round(rate, 1), params=count_params(self.params),
+                       deadline_reached=deadline_reached, loss=self.last_loss, dev_loss=self.dev_loss,
+                       compile_seconds=round(self.compile_s, 3))
 
 
 def train(out: Path, cfg: ModelConfig, optim: OptimConfig, loop: LoopConfig, data: Batches, dev: Dev | None, *,
           seed: int, loss: LossConfig = LossConfig(), teacher: Teacher | None = None, start_params: Any = None,
-          keep: Any = None, deadline: float | None = None) -> dict[str, Any]:
+          keep: Any = None, deadline: float | None = None) -> Summary:
     """Train (or finish training) one model in `out`; returns its summary. `start_params`: the
     initial parameters (default: drawn from `seed`); `deadline`: a `time.perf_counter()` value
     after which the run stops, evaluated and checkpointed."""
-    out = Path(out)
-    t0 = time.perf_counter()
-    mesh = parallel.make_mesh()
-    parallel.check_batch(loop.batch, mesh)
-    mode = soft_target_mode(teacher, loss)
-    tx, schedule = make_optimizer(optim)
-    # a copy: the step donates its parameter buffers, and the caller's model lives on
-    params = jax.tree.map(np.array, start_params) if start_params is not None else init_params(cfg, seed)
-    opt_state = tx.init(params)
-    repl, data_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    ckpts = Checkpoints(out)
-    start = ckpts.latest_step() or 0
-    seconds0, elapsed0, tokens0, best = 0.0, 0.0, 0, math.inf
-    best_step, stale = 0, 0  # the best dev evaluation's step; evaluations since it
-    if start:
-        tree = {"params": params, "opt_state": opt_state, "step": np.int64(0)}
-        state, meta = ckpts.restore(RESUME_DIR, abstract_like(tree, repl))
-        params, opt_state = state["params"], state["opt_state"]
-        data.restore(meta["data"])
-        seconds0, elapsed0 = float(meta.get("train_seconds", 0.0)), float(meta.get("elapsed", 0.0))
-        tokens0 = int(meta.get("tokens", 0))
-        best = float(meta["best_dev_loss"]) if meta.get("best_dev_loss") is not None else math.inf
-        best_step, stale = int(meta.get("best_step", 0)), int(meta.get("stale_evals", 0))
-
-    stopped = bool(loop.patience and stale >= loop.patience)
-    if start >= loop.steps or stopped:
-        ckpts.close()
-        return {"steps": start, "resumed_from": start, "train_seconds": seconds0, "elapsed": elapsed0,
-                "tokens": tokens0, "tokens_per_second": round(tokens0 / seconds0, 1) if seconds0 else 0.0,
-                "best_dev_loss": best if math.isfinite(best) else None, "best_step": best_step,
-                "stopped_early": stopped, "params": count_params(params), "deadline_reached": False}
-
-    params, opt_state = parallel.put(params, repl), parallel.put(opt_state, repl)
-    extra: dict[str, Any] = {}
-    if mode == "live":
-        extra["teacher"] = parallel.put(teacher.params, repl)
-    if keep is not None:
-        extra["keep"] = parallel.put(keep, repl)
-    if cfg.dropout:
-        extra["key"] = parallel.put(jax.random.key_data(jax.random.key(seed)), repl)
-    step_fn = make_step(cfg, loss, tx, mesh, mode, teacher.cfg if mode == "live" else None, keep is not None)
-    eval_fn = make_eval_step(cfg, mesh)
-    cache = teacher.cache if mode == "cached" else None
-    if cache is not None:  # teacher outputs for every sequence this run will read, in full batches
-        cache.prepare(data.pools)
-        cache.fill(data.pools, data.plan(loop.steps - start), loop.batch, loop.quiet)
-    tokens_per_step = loop.batch * cfg.context
-
-    cut_metrics(out, start)  # rows a killed process logged after the checkpoint are logged again
-    metrics = Metrics(out)
-    bar = tqdm(total=loop.steps, initial=start, disable=loop.quiet, unit="step", desc=loop.desc, dynamic_ncols=True)
-    step, seconds, tokens, timed_tokens = start, seconds0, tokens0, 0
-    compile_s, last_loss, dev_loss = 0.0, math.nan, None
-    pending: list = []
-    t_mark = time.perf_counter()
-
-    def elapsed() -> float:
-        return round(elapsed0 + time.perf_counter() - t0, 3)
-
-    def flush(first: bool = False) -> float:
-        """Log the mean of the pending losses; stop on a NaN."""
-        nonlocal pending, seconds, t_mark
-        vals = np.asarray(jax.device_get(pending), np.float64).reshape(len(pending), 3)
-        now = time.perf_counter()
-        if not np.all(np.isfinite(vals)):
-            bad = step - len(vals) + int(np.argmin(np.all(np.isfinite(vals), axis=1)))
-            raise TrainingDiverged(
-                f"{out}: loss is {vals[~np.isfinite(vals)][0]} at step {bad + 1}: training diverged; lower --lr "
-                f"(now {optim.lr}) or raise --warmup; the last good checkpoint is step "
-                f"{ckpts.latest_step() or 'none'} in {out / RESUME_DIR}")
-        mean = vals.mean(axis=0)
-        entry: dict[str, Any] = {"step": step, "loss": round(float(mean[0]), 6)}
-        if mode != "ce":
-            entry |= {"ce": round(float(mean[1]), 6), "kl": round(float(mean[2]), 6)}
-        entry["lr"] = float(schedule(step - 1))
-        if first:
-            entry["compile_seconds"] = round(compile_s, 3)
-        else:
-            seconds += now - t_mark
-            entry["tokens_per_s"] = round(len(vals) * tokens_per_step / max(now - t_mark, 1e-9), 1)
-            entry["train_seconds"] = round(seconds, 3)
-        entry["elapsed"] = elapsed()
-        metrics.write(entry)
-        pending = []
-        t_mark = time.perf_counter()  # logging is not training time
-        return float(mean[0])
-
-    try:
-        while step < loop.steps:
-            b = data.next()
-            arrays = _batch_arrays(b, mode, cache, data.pools)
-            params, opt_state, losses = step_fn(params, opt_state, extra, jax.device_put(arrays, data_sh),
-                                                np.int32(step))
-            step += 1
-            tokens += tokens_per_step
-            pending.append(losses)
-            if step == start + 1:  # the first step compiles: kept out of the training time
-                losses[0].block_until_ready()
-                compile_s = time.perf_counter() - t_mark
-                last_loss = flush(first=True)
-            else:
-                timed_tokens += tokens_per_step
-            bar.update(1)
-            out_of_time = deadline is not None and time.perf_counter() >= deadline
-            at_eval = step % loop.eval_every == 0 or step == loop.steps or out_of_time
-            at_save = step % loop.save_every == 0 or step == loop.steps or out_of_time
-            if pending and (step % loop.log_every == 0 or at_eval or at_save):
-                last_loss = flush()
-                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-            if at_eval and dev is not None:
-                nll, n = block_eval(eval_fn, params, dev.packed, loop.batch)
-                dev_loss = nll / n
-                entry = {"step": step, "dev_loss": round(dev_loss, 6)}
-                if dev.chars:
-                    entry["dev_bpc"] = round(nll / math.log(2) / dev.chars, 6)
-                metrics.write(entry | {"elapsed": elapsed()})
-                if dev_loss < best:
-                    best, best_step, stale = dev_loss, step, 0
-                    ckpts.save(BEST_DIR, step, {"params": params}, {"step": step, "dev_loss": dev_loss})
-                else:
-                    stale += 1
-                stopped = bool(loop.patience and stale >= loop.patience)
-                at_save = at_save or stopped
-            if at_save:
-                if dev is None:
-                    ckpts.save(BEST_DIR, step, {"params": params}, {"step": step, "dev_loss": None})
-                if cache is not None:
-                    cache.flush()  # stored rows and their flags before the checkpoint
-                ckpts.save(RESUME_DIR, step, {"params": params, "opt_state": opt_state, "step": np.int64(step)},
-                           {"data": data.state(), "train_seconds": seconds, "elapsed": elapsed(), "tokens": tokens,
-                            "step": step, "best_dev_loss": best if math.isfinite(best) else None,
-                            "best_step": best_step, "stale_evals": stale})
-            if at_eval or at_save:
-                t_mark = time.perf_counter()  # evaluation and saving are not training time
-            if out_of_time or stopped:
-                break
-    finally:
-        bar.close()
-        metrics.close()
-        ckpts.close()
-    return {"steps": step, "resumed_from": start, "loss": last_loss, "dev_loss": dev_loss,
-            "best_dev_loss": best if math.isfinite(best) else None, "best_step": best_step,
-            "stopped_early": stopped, "train_seconds": round(seconds, 3),
-            "elapsed": elapsed(), "tokens": tokens, "compile_seconds": round(compile_s, 3),
-            "tokens_per_second": round(timed_tokens / (seconds - seconds0), 1) if seconds > seconds0 else 0.0,
-            "params": count_params(params), "deadline_reached": step < loop.steps and not stopped}
+    return Trainer(out, cfg, optim, loop, data, dev, seed=seed, loss=loss, objective=objective_for(teacher, loss),
+                   start_params=start_params, keep=keep, deadline=deadline).run()

@@ -5,7 +5,7 @@ Turns the sources of a corpus spec into a clean, versioned, leakage-free snapsho
 
 Stages (each a named PTransform or DoFn): Read -> Normalise -> Segment -> IdentifyLanguage ->
 Quality -> AssignSplit per source (cached by source checksum and settings, see source_cache.py),
-then over the whole corpus ExactDedup -> NearDedup -> Write (corpus.py), into a staging folder
+then over the whole corpus ExactDedup -> NearDedup -> Write (build_corpus.py), into a staging folder
 that snapshot.py publishes. Records move between steps in batches (records.py). Every unit read ends as exactly one of kept, rejected (with a reason) or
 duplicate, and stats.json says so: input = kept + rejected + duplicates.
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.build_corpus import stage_snapshot
 from pipelines.cli import command_parser, parse_command, print_result
-from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, run_cli
 from pipelines.fetch import ResolvedSource, resolve_sources
 from pipelines.lock import CorpusLock

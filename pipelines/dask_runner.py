@@ -48,7 +48,7 @@ from apache_beam.transforms.window import GlobalWindows
 from pipelines.dask_bundle import run_bundle
 
 PARTITIONS_PER_WORKER = 1
-PRELOAD = ("apache_beam", "pipelines.corpus")  # what a local cluster's workers import as they start
+PRELOAD = ("apache_beam", "pipelines.build_corpus")  # what a local cluster's workers import as they start
 _CLUSTERS: dict[int, Any] = {}
 
 

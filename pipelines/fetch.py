@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from augment.util import cache_dir, write_json_atomic
+from common.files import sha256_file, user_cache_dir, write_text_atomic
 from pipelines.errors import SourceError
 from pipelines.spec import CorpusSpec, Source, is_loopback_http, resolve_path
 
@@ -39,15 +39,7 @@ class ResolvedSource:
 
 def default_cache_dir() -> Path:
     """The content-addressed download cache, inside the project's cache folder."""
-    return cache_dir() / "downloads"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return user_cache_dir() / "downloads"
 
 
 def sha256_tree(folder: Path) -> str:
@@ -176,7 +168,7 @@ class HttpState:
 
     def save(self) -> None:
         if self.path and self.changed:
-            write_json_atomic(self.path, self.data, indent=2, sort_keys=True)
+            write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True))
             self.changed = False
 
 

@@ -44,7 +44,7 @@ def _repaired(text: str) -> str:
     one changes nothing: fix_encoding leaves a line alone that `is_bad` finds no mojibake in, and
     each other fixer one without a character it acts on. A line where none of them acts, before
     or after NFC, comes out as its NFC: most non-ASCII text (accents, curly quotes, dashes).
-    tests/test_normalise.py checks this against fix_text on real text and on each kind of damage."""
+    tests/pipelines/test_normalise.py checks this against fix_text on real text and on each kind of damage."""
     limit = _FTFY.max_decode_length
     out, pos = [], 0
     while pos < len(text):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from common.snapshot_format import SPLITS
 from pipelines.readers import WHOLE_SOURCE, whole_source_hint
 from pipelines.spec import CorpusSpec
 
-SPLITS = ("train", "dev", "test")
 ALLOW_EMPTY_HINT = "pass --allow-empty to accept an empty result"
 
 

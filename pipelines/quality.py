@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 
@@ -74,19 +74,20 @@ def quality_reason(text: str, f: FilterSpec) -> str | None:
         return "alpha_ratio"
     if f.repetition_min_words and len(words) >= f.repetition_min_words:
         chars = sum(map(len, words))
-        # No repeated n-gram means no repeated longer one: the longer checks are then all 0.
-        for k, limit in zip((2, 3, 4), f.top_ngram_fraction):
-            covered = top_ngram_chars(words, k)
-            if limit and covered / chars > limit:
-                return f"top_{k}gram"
-            if not covered:
-                break
-        for k, limit in zip(range(5, 11), f.dup_ngram_fraction):
-            repeated = duplicate_ngram_chars(words, k)
-            if limit and repeated / chars > limit:
-                return f"dup_{k}gram"
-            if not repeated:
-                break
+        return (_repetition(words, chars, f.top_ngram_sizes, f.top_ngram_fraction, top_ngram_chars, "top")
+                or _repetition(words, chars, f.dup_ngram_sizes, f.dup_ngram_fraction, duplicate_ngram_chars, "dup"))
+    return None
+
+
+def _repetition(words: list[str], chars: int, sizes: tuple[int, ...], limits: tuple[float, ...],
+                measure: Callable[[list[str], int], int], label: str) -> str | None:
+    """`{label}_{n}gram` for the first n whose repeated characters (`measure`) pass its limit."""
+    for k, limit in zip(sizes, limits):
+        repeated = measure(words, k)
+        if limit and repeated / chars > limit:
+            return f"{label}_{k}gram"
+        if not repeated:
+            break  # no repeated n-gram means no repeated longer one: the longer checks are all 0
     return None
 
 

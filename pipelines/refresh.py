@@ -35,17 +35,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from common.snapshot_format import LATEST, MANIFEST, SPLITS, read_latest, verify_shards
+from pipelines.build_corpus import stage_snapshot
 from pipelines.cli import command_parser, parse_command, print_result
-from pipelines.corpus import stage_snapshot
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import HttpState, resolve_sources
 from pipelines.lock import CorpusLock
 from pipelines.notices import ALLOW_EMPTY_HINT, announce, warn
-from pipelines.snapshot import (HISTORY, LATEST, Staged, clean_stale_staging, code_sha256, publish, read_latest,
-                                remove_path, snapshot_version, verify_shards)
+from pipelines.snapshot import HISTORY, Staged, clean_stale_staging, code_sha256, publish, remove_path, snapshot_version
 from pipelines.spec import CorpusSpec, load_spec
-
-SPLITS = ("train", "dev", "test")
 
 
 class ValidationError(ScarceError):
@@ -87,7 +85,7 @@ def validate(previous: dict[str, str], staged: Staged, max_shrink: float) -> lis
 def versions_in_order(corpus_dir: Path) -> list[str]:
     """Published versions, oldest first: by HISTORY, then any others by modification time."""
     present = {p.name for p in corpus_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and (p / "manifest.json").exists()}
+               and (p / MANIFEST).exists()}
     history = []
     if (corpus_dir / HISTORY).exists():
         history = [v for v in (corpus_dir / HISTORY).read_text().split() if v in present]
@@ -109,7 +107,7 @@ def prune(corpus_dir: Path, keep: int) -> list[str]:
 def previous_version(corpus_dir: Path, latest: str | None) -> str | None:
     """The version to validate against and pin to: LATEST's; when LATEST names no complete
     snapshot, the newest complete one (said on stderr), or None when there is none."""
-    if latest is None or (corpus_dir / latest / "manifest.json").exists():
+    if latest is None or (corpus_dir / latest / MANIFEST).exists():
         return latest
     versions = versions_in_order(corpus_dir)
     stand_in = versions[-1] if versions else None
@@ -134,7 +132,7 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         previous_dir = corpus_dir / previous_name if previous_name else None
         if previous_dir:
             verify_shards(str(previous_dir))  # its splits pin the new one's: they must be as published
-        previous_manifest = json.loads((previous_dir / "manifest.json").read_text()) if previous_dir else {"sources": []}
+        previous_manifest = json.loads((previous_dir / MANIFEST).read_text()) if previous_dir else {"sources": []}
         before = {s["name"]: s["sha256"] for s in previous_manifest["sources"]}
         changed = [r.source.name for r in resolved if before.get(r.source.name) != r.sha256]
         changed += [name for name in before if name not in {r.source.name for r in resolved}]

@@ -6,7 +6,9 @@ the newest one and is replaced atomically, last; `OUT/NAME/HISTORY` lists versio
 publication order. A snapshot is built into a staging folder (`.staging-*`) and renamed into
 place, so a reader never sees half of one; staging left by a killed run is removed under the
 corpus lock. The version is a content hash of the spec, the source checksums and the pipeline
-code, so the same inputs always give the same version.
+code, so the same inputs always give the same version. Reading LATEST, resolving a version and
+checking its shards belong to the snapshot format (`common.snapshot_format`), which `lm` reads
+by too.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ from typing import Any, Callable, Iterator, TypeVar
 from apache_beam.io.filesystems import FileSystems
 
 import pipelines
-from augment.util import cache_dir, first_line, write_text_atomic
-from pipelines.errors import ScarceError, SourceError
+from common.errors import first_line
+from common.files import user_cache_dir, write_text_atomic
+from common.snapshot_format import LATEST, MANIFEST
+from pipelines.errors import ScarceError
 from pipelines.fetch import ResolvedSource
 from pipelines.lock import CorpusLock
 from pipelines.spec import CorpusSpec
 
-LATEST = "LATEST"
 HISTORY = "HISTORY"
 STAGING_PREFIX = ".staging-"
 # Inside a version folder: pipelines.augment's work in progress, renamed to `augmented/` when done.
@@ -75,13 +78,13 @@ def cache_root(corpus_dir: str) -> str:
     """The per-source cache: beside the snapshots; for gs:// or s3:// outputs, in the local
     cache (it is rebuildable)."""
     if "://" in corpus_dir:
-        return str(cache_dir() / "sources" / corpus_dir.rstrip("/").rsplit("/", 1)[-1])
+        return str(user_cache_dir() / "sources" / corpus_dir.rstrip("/").rsplit("/", 1)[-1])
     return os.path.join(corpus_dir, ".cache", "sources")
 
 
 def split_files(version_dir: str) -> list[str]:
     """The Parquet shards of a published snapshot's splits."""
-    with FileSystems.open(FileSystems.join(version_dir, "manifest.json")) as f:
+    with FileSystems.open(FileSystems.join(version_dir, MANIFEST)) as f:
         manifest = json.loads(f.read())
     return [FileSystems.join(version_dir, s["path"]) for s in manifest["shards"] if s["rows"]]
 
@@ -96,7 +99,7 @@ def cleaned_on_failure(staging: str, what: str) -> Iterator[None]:
         remove_path(staging)
         if isinstance(exc, ScarceError):
             raise
-        raise ScarceError(f"{what} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+        raise ScarceError(f"{what} failed: {type(exc).__name__}: {first_line(exc, default='', limit=None)}") from exc
 
 
 def augmented_staging_dir(version_dir: str) -> str:
@@ -145,7 +148,7 @@ def publish(corpus_dir: str, staging: str, version: str) -> str:
     """Move a finished staging folder into place, then replace LATEST (last, atomically)."""
     target = FileSystems.join(corpus_dir, version)
     local = "://" not in corpus_dir
-    if FileSystems.exists(FileSystems.join(target, "manifest.json")):
+    if FileSystems.exists(FileSystems.join(target, MANIFEST)):
         # Same content hash: a rebuild of an existing version; keep the published copy.
         remove_path(staging)
     elif local:
@@ -181,48 +184,3 @@ def remove_path(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif FileSystems.exists(path):
         FileSystems.delete([path])
-
-
-def read_latest(corpus_dir: str) -> str | None:
-    path = FileSystems.join(corpus_dir, LATEST)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as f:
-        return f.read().decode().strip() or None
-
-
-def resolve_version(corpus_dir: str, version: str | None) -> str:
-    """The folder of `version`, or of the one LATEST names; it must be a complete snapshot."""
-    version = version or read_latest(corpus_dir)
-    if not version:
-        raise SourceError(f"{corpus_dir}: no LATEST snapshot; build one first (python -m pipelines.build SPEC --out DIR)")
-    vdir = os.path.join(corpus_dir, version)
-    if not os.path.exists(os.path.join(vdir, "manifest.json")):
-        raise SourceError(f"{vdir}: not a complete snapshot (no manifest.json)")
-    return vdir
-
-
-def verify_shards(version_dir: str) -> None:
-    """Check a published snapshot before a pipeline reads it: every shard manifest.json lists
-    has its sha256, and no split folder holds a Parquet file it does not list (a shard copied
-    over another, or dropped in, would otherwise be read as that split without a word)."""
-    with FileSystems.open(FileSystems.join(version_dir, "manifest.json")) as f:
-        listed = {s["path"]: s["sha256"] for s in json.loads(f.read())["shards"]}
-    for split in sorted({p.split("/", 1)[0] for p in listed}):
-        pattern = FileSystems.join(version_dir, split, "*.parquet")
-        for meta in FileSystems.match([pattern])[0].metadata_list:
-            rel = meta.path[len(version_dir):].lstrip("/")
-            if rel not in listed:
-                raise SourceError(f"{meta.path}: a Parquet file that {version_dir}/manifest.json does not list; "
-                                  "remove it or rebuild the snapshot")
-    for rel, digest in sorted(listed.items()):
-        path = FileSystems.join(version_dir, rel)
-        if not FileSystems.exists(path):
-            raise SourceError(f"{path}: missing; {version_dir}/manifest.json lists it")
-        h = hashlib.sha256()
-        with FileSystems.open(path) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != digest:
-            raise SourceError(f"{path}: sha256 differs from {version_dir}/manifest.json (the shard was changed "
-                              "or replaced after publication); rebuild the snapshot")

@@ -4,7 +4,7 @@ Read -> Normalise -> Segment -> IdentifyLanguage -> Quality -> AssignSplit depen
 source's bytes, the spec's reading, filtering and splitting settings and the code, so their
 output is cached under `OUT/NAME/.cache/sources/KEY/` (`snapshot.cache_root`) (records.parquet, rejected.jsonl,
 meta.json) with KEY a hash of exactly those. A build or refresh reprocesses only the sources
-whose key is new, in the same pipeline as the corpus-wide stages (corpus.BuildCorpus): their
+whose key is new, in the same pipeline as the corpus-wide stages (build_corpus.BuildCorpus): their
 output goes on to dedup and writing as it is made (in the cache's shape, `_CacheRow`) and is
 written to the cache beside (`WriteCache`), which takes it once the pipeline has succeeded.
 """

@@ -1,7 +1,8 @@
 """Corpus specs (`corpora/NAME.toml`): load, validate, and describe them as dataclasses.
 
 Every error names the file, the key and what is wrong, and exits with code 2 (SpecError).
-Unknown keys are errors too, so a typo never silently falls back to a default.
+Unknown keys are errors too, so a typo never silently falls back to a default. Each table's
+defaults are defined once, on its dataclass (SplitSpec, FilterSpec, ...); the parser reads them there.
 """
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from common.snapshot_format import SPLITS
 from pipelines.errors import SpecError
+from pipelines.toml_table import TomlTable
 
 FORMATS = ("lines", "paragraphs", "document", "jsonl", "conllu", "parquet")
-SPLITS = ("train", "dev", "test")
 SPLIT_METHODS = ("hash", "tail", "source")
+LANGID_BACKENDS = ("py3langid",)
 LANGID_ACTIONS = ("reject", "flag", "off")
 NEAR_DUP_ACTIONS = ("drop", "keep", "off")
+SHINGLES = ("char", "word")
 # Names that `datasets` uses for its splits, mapped onto ours.
 HF_SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
 # Languages that a character n-gram identifier confuses with the corpus language; a record
@@ -68,10 +72,13 @@ class SplitSpec:
     method: str = "hash"
     dev: float = 0.1
     test: float = 0.1
+    tail_dev: ClassVar[float] = 0.05  # `tail`'s dev default: a thinner slice before the test tail
 
 
 @dataclass(frozen=True)
 class LangIdSpec:
+    """Language identification settings (`confusable` defaults per language from CONFUSABLE)."""
+
     backend: str = "py3langid"
     action: str = "reject"
     min_score: float = 0.5
@@ -94,12 +101,16 @@ class FilterSpec:
     # were set for documents; on single sentences they would drop ordinary prose):
     # fraction of characters in the most frequent n-gram, and in duplicated n-grams.
     repetition_min_words: int = 50
-    top_ngram_fraction: tuple[float, float, float] = (0.20, 0.18, 0.16)  # n = 2, 3, 4
-    dup_ngram_fraction: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # n = 5..10
+    top_ngram_fraction: tuple[float, float, float] = (0.20, 0.18, 0.16)
+    dup_ngram_fraction: tuple[float, ...] = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)
+    top_ngram_sizes: ClassVar[tuple[int, ...]] = (2, 3, 4)  # the n of each top_ngram_fraction
+    dup_ngram_sizes: ClassVar[tuple[int, ...]] = (5, 6, 7, 8, 9, 10)  # the n of each dup_ngram_fraction
 
 
 @dataclass(frozen=True)
 class DedupSpec:
+    """Exact and MinHash near-duplicate settings (dedup.py, lsh.py)."""
+
     exact: bool = True
     near: str = "drop"
     threshold: float = 0.7
@@ -112,6 +123,8 @@ class DedupSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
+    """Shard size; augmented sets use the default too."""
+
     rows_per_shard: int = 200_000
 
 
@@ -137,65 +150,11 @@ class CorpusSpec:
         return Path(self.path).resolve().parent
 
 
-class _Table:
-    """Reads one TOML table, checking types and remembering which keys were used."""
-
-    def __init__(self, file: str, where: str, data: Any):
-        if not isinstance(data, dict):
-            raise SpecError(f"{file}: {where or 'top level'}: must be a table")
-        self.file, self.where, self.data, self.used = file, where, data, set()
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def fail(self, name: str, problem: str) -> SpecError:
-        return SpecError(f"{self.file}: {self.key(name)}: {problem}")
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if required:
-                raise self.fail(name, "is required")
-            return default
-        value = self.data[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # TOML integers are fine where floats are asked for; booleans are not numbers here.
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.fail(name, f"must be {names} (got {value!r})")
-        return value
-
-    def choice(self, name: str, options: tuple[str, ...], default: str | None = None, required: bool = False) -> str | None:
-        value = self.get(name, str, default, required)
-        if value is not None and value not in options:
-            raise self.fail(name, f"must be one of {', '.join(options)} (got {value!r})")
-        return value
-
-    def fraction(self, name: str, default: float) -> float:
-        value = self.get(name, float, default)
-        if not 0.0 <= value < 1.0:
-            raise self.fail(name, f"must be a fraction in [0, 1) (got {value})")
-        return value
-
-    def positive(self, name: str, default: int) -> int:
-        value = self.get(name, int, default)
-        if value < 0:
-            raise self.fail(name, f"must not be negative (got {value})")
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key")
-
-
-def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
-    t = _Table(file, f"sources[{index}]", data)
+def _location(t: TomlTable) -> tuple[str, str]:
+    """(path, url or hf: the one given; its value), and a URL is one we fetch."""
     where = [k for k in ("path", "url", "hf") if k in t.data]
     if len(where) != 1:
-        raise SpecError(f"{file}: sources[{index}]: needs exactly one of path, url, hf (got {', '.join(where) or 'none'})")
+        raise SpecError(f"{t.file}: {t.where}: needs exactly one of path, url, hf (got {', '.join(where) or 'none'})")
     kind = where[0]
     location = t.get(kind, str, required=True)
     if not location:
@@ -204,20 +163,33 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
         raise t.fail("url", f"must be an https:// address (got {location!r})")
     if kind == "url" and any(c.isspace() or not c.isprintable() for c in location):
         raise t.fail("url", f"must not contain spaces or control characters (got {location!r})")
+    return kind, location
+
+
+def _sha256(t: TomlTable, kind: str) -> str | None:
     sha = t.get("sha256", str)
     if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise t.fail("sha256", "must be 64 lowercase hex digits")
     if sha is not None and kind == "hf":
         raise t.fail("sha256", "is only for path and url sources")
-    fmt = t.choice("format", FORMATS, default="parquet" if kind == "hf" else None, required=kind != "hf")
+    return sha
+
+
+def _source_split(t: TomlTable, kind: str) -> tuple[str | None, str | None]:
+    """(our split, the `datasets` split to load): an hf source's `split` is the dataset's own."""
     split = t.get("split", str)
-    hf_split = None
     if kind == "hf":
         hf_split, split = split, HF_SPLIT_NAMES.get(split or "", None)
         if t.get("assign", str) is not None:
             split = t.choice("assign", SPLITS)
-    elif split is not None and split not in SPLITS:
+        return split, hf_split
+    if split is not None and split not in SPLITS:
         raise t.fail("split", f"must be one of {', '.join(SPLITS)} (got {split!r})")
+    return split, None
+
+
+def _reader_keys(t: TomlTable, kind: str, fmt: str) -> dict[str, Any]:
+    """The keys that say where the text is inside a file: each only for the formats that have it."""
     fld = t.get("field", str, "text" if fmt == "jsonl" else None)
     if fld is not None and fmt != "jsonl":
         raise t.fail("field", "is only for jsonl sources")
@@ -227,11 +199,16 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
     config = t.get("config", str)
     if config is not None and kind != "hf":
         raise t.fail("config", "is only for hf sources")
-    encoding = t.get("encoding", str, "utf-8")
+    encoding = t.get("encoding", str, Source.encoding)
     try:
         "".encode(encoding)
     except LookupError:
         raise t.fail("encoding", f"unknown encoding {encoding!r}") from None
+    return {"field": fld, "column": column, "config": config, "encoding": encoding}
+
+
+def _source_name(t: TomlTable, index: int, location: str, names: set[str]) -> str:
+    """The source's name, by default its file's stem; unique within the spec (`names` so far)."""
     default_name = Path(location.rstrip("/").split("?")[0]).stem or f"source{index}"
     name = t.get("name", str, default_name)
     if not _NAME_RE.fullmatch(name):
@@ -239,13 +216,22 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
     if name in names:
         raise t.fail("name", f"duplicate source name {name!r}; give each source a distinct `name`")
     names.add(name)
+    return name
+
+
+def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
+    t = TomlTable(file, f"sources[{index}]", data)
+    kind, location = _location(t)
+    sha = _sha256(t, kind)
+    fmt = t.choice("format", FORMATS, default="parquet" if kind == "hf" else None, required=kind != "hf")
+    split, hf_split = _source_split(t, kind)
+    reader = _reader_keys(t, kind, fmt)
+    name = _source_name(t, index, location, names)
     segment = t.get("segment", bool, fmt in ("paragraphs", "document"))
-    max_bytes = t.positive("max_bytes", 2 << 30)
+    max_bytes = t.positive("max_bytes", Source.max_bytes)
     t.done()
-    return Source(
-        name=name, format=fmt, split=split, hf_split=hf_split, config=config, column=column,
-        field=fld, encoding=encoding, segment=segment, max_bytes=max_bytes, sha256=sha, **{kind: location},
-    )
+    return Source(name=name, format=fmt, split=split, hf_split=hf_split, segment=segment, max_bytes=max_bytes,
+                  sha256=sha, **reader, **{kind: location})
 
 
 def is_loopback_http(url: str) -> bool:
@@ -258,97 +244,116 @@ def url_allowed(url: str) -> bool:
     return url.startswith("https://") or is_loopback_http(url)
 
 
+def _sources(top: TomlTable) -> tuple[Source, ...]:
+    raw_sources = top.get("sources", list, required=True)
+    if not raw_sources:
+        raise top.fail("sources", "must name at least one source")
+    names: set[str] = set()
+    return tuple(_source(top.file, i, s, names) for i, s in enumerate(raw_sources))
+
+
+def _split(t: TomlTable, sources: tuple[Source, ...]) -> SplitSpec:
+    method = t.choice("method", SPLIT_METHODS, SplitSpec.method)
+    dev_default = SplitSpec.tail_dev if method == "tail" else SplitSpec.dev
+    split = SplitSpec(method=method, dev=t.fraction("dev", dev_default), test=t.fraction("test", SplitSpec.test))
+    if split.dev + split.test >= 1.0:
+        raise t.fail("test", f"dev + test must be below 1 (got {split.dev + split.test})")
+    if method == "source":
+        for i, s in enumerate(sources):
+            if s.split is None:
+                raise SpecError(f"{t.file}: sources[{i}].split: is required when split.method = 'source'")
+    t.done()
+    return split
+
+
+def _langid(t: TomlTable, language: str) -> LangIdSpec:
+    confusable = t.get("confusable", list, CONFUSABLE.get(language, []))
+    if not all(isinstance(c, str) and _LANG_RE.fullmatch(c) for c in confusable):
+        raise t.fail("confusable", "must be a list of ISO 639 codes")
+    langid = LangIdSpec(
+        backend=t.choice("backend", LANGID_BACKENDS, LangIdSpec.backend),
+        action=t.choice("action", LANGID_ACTIONS, LangIdSpec.action),
+        min_score=t.fraction("min_score", LangIdSpec.min_score),
+        confusable=tuple(confusable),
+    )
+    t.done()
+    return langid
+
+
+def _filters(t: TomlTable) -> FilterSpec:
+    d = FilterSpec
+    top_ngram = tuple(t.get("top_ngram_fraction", list, list(d.top_ngram_fraction)))
+    dup_ngram = tuple(t.get("dup_ngram_fraction", list, list(d.dup_ngram_fraction)))
+    top_n, dup_n = d.top_ngram_sizes, d.dup_ngram_sizes
+    if (len(top_ngram) != len(top_n) or len(dup_ngram) != len(dup_n)
+            or not all(isinstance(x, (int, float)) for x in top_ngram + dup_ngram)):
+        raise t.fail("top_ngram_fraction", f"top_ngram_fraction needs {len(top_n)} numbers (n = {top_n[0]}..{top_n[-1]}), "
+                                           f"dup_ngram_fraction {len(dup_n)} (n = {dup_n[0]}..{dup_n[-1]})")
+    filters = FilterSpec(
+        enabled=t.get("enabled", bool, d.enabled),
+        max_record_bytes=t.positive("max_record_bytes", d.max_record_bytes) or d.max_record_bytes,
+        min_chars=t.positive("min_chars", d.min_chars),
+        max_chars=t.positive("max_chars", d.max_chars),
+        min_words=t.positive("min_words", d.min_words),
+        max_symbol_ratio=t.get("max_symbol_ratio", float, d.max_symbol_ratio),
+        max_digit_ratio=t.get("max_digit_ratio", float, d.max_digit_ratio),
+        min_alpha_ratio=t.get("min_alpha_ratio", float, d.min_alpha_ratio),
+        repetition_min_words=t.positive("repetition_min_words", d.repetition_min_words),
+        top_ngram_fraction=tuple(float(x) for x in top_ngram),
+        dup_ngram_fraction=tuple(float(x) for x in dup_ngram),
+    )
+    t.done()
+    return filters
+
+
+def _dedup(t: TomlTable) -> DedupSpec:
+    d = DedupSpec
+    dedup = DedupSpec(
+        exact=t.get("exact", bool, d.exact),
+        near=t.choice("near", NEAR_DUP_ACTIONS, d.near),
+        threshold=t.fraction("threshold", d.threshold),
+        num_perm=t.positive("num_perm", d.num_perm),
+        bands=t.positive("bands", d.bands),
+        ngram=t.positive("ngram", d.ngram),
+        shingle=t.choice("shingle", SHINGLES, d.shingle),
+        seed=t.positive("seed", d.seed),
+    )
+    if dedup.bands == 0 or dedup.num_perm % dedup.bands:
+        raise t.fail("bands", f"must divide num_perm ({dedup.num_perm}) evenly")
+    if dedup.ngram == 0:
+        raise t.fail("ngram", "must be at least 1")
+    t.done()
+    return dedup
+
+
+def _output(t: TomlTable) -> OutputSpec:
+    default = OutputSpec.rows_per_shard
+    output = OutputSpec(rows_per_shard=t.positive("rows_per_shard", default) or default)  # 0: the default
+    t.done()
+    return output
+
+
 def parse_spec(text: str, file: str) -> CorpusSpec:
     """Validate the TOML text of a spec; `file` is used in messages and to resolve relative paths."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{file}: not valid TOML: {exc}") from None
-    top = _Table(file, "", data)
+    top = TomlTable(file, "", data)
     name = top.get("name", str, required=True)
     if not _NAME_RE.fullmatch(name):
         raise top.fail("name", f"must be letters, digits, '.', '_' or '-' (got {name!r})")
     language = top.get("language", str, required=True)
     if not _LANG_RE.fullmatch(language):
         raise top.fail("language", f"must be an ISO 639 code such as 'gl' or 'fao' (got {language!r})")
-    raw_sources = top.get("sources", list, required=True)
-    if not raw_sources:
-        raise top.fail("sources", "must name at least one source")
-    names: set[str] = set()
-    sources = tuple(_source(file, i, s, names) for i, s in enumerate(raw_sources))
-
-    st = _Table(file, "split", top.get("split", dict, {}))
-    method = st.choice("method", SPLIT_METHODS, "hash")
-    dev_default, test_default = (0.05, 0.1) if method == "tail" else (0.1, 0.1)
-    split = SplitSpec(method=method, dev=st.fraction("dev", dev_default), test=st.fraction("test", test_default))
-    if split.dev + split.test >= 1.0:
-        raise st.fail("test", f"dev + test must be below 1 (got {split.dev + split.test})")
-    if method == "source":
-        for i, s in enumerate(sources):
-            if s.split is None:
-                raise SpecError(f"{file}: sources[{i}].split: is required when split.method = 'source'")
-    st.done()
-
-    lt = _Table(file, "langid", top.get("langid", dict, {}))
-    confusable = lt.get("confusable", list, CONFUSABLE.get(language, []))
-    if not all(isinstance(c, str) and _LANG_RE.fullmatch(c) for c in confusable):
-        raise lt.fail("confusable", "must be a list of ISO 639 codes")
-    langid = LangIdSpec(
-        backend=lt.choice("backend", ("py3langid",), "py3langid"),
-        action=lt.choice("action", LANGID_ACTIONS, "reject"),
-        min_score=lt.fraction("min_score", 0.5),
-        confusable=tuple(confusable),
-    )
-    lt.done()
-
-    ft = _Table(file, "filters", top.get("filters", dict, {}))
-    d = FilterSpec()
-    top_ngram = tuple(ft.get("top_ngram_fraction", list, list(d.top_ngram_fraction)))
-    dup_ngram = tuple(ft.get("dup_ngram_fraction", list, list(d.dup_ngram_fraction)))
-    if len(top_ngram) != 3 or len(dup_ngram) != 6 or not all(isinstance(x, (int, float)) for x in top_ngram + dup_ngram):
-        raise ft.fail("top_ngram_fraction", "top_ngram_fraction needs 3 numbers (n = 2..4), dup_ngram_fraction 6 (n = 5..10)")
-    filters = FilterSpec(
-        enabled=ft.get("enabled", bool, True),
-        max_record_bytes=ft.positive("max_record_bytes", d.max_record_bytes) or d.max_record_bytes,
-        min_chars=ft.positive("min_chars", d.min_chars),
-        max_chars=ft.positive("max_chars", d.max_chars),
-        min_words=ft.positive("min_words", d.min_words),
-        max_symbol_ratio=ft.get("max_symbol_ratio", float, d.max_symbol_ratio),
-        max_digit_ratio=ft.get("max_digit_ratio", float, d.max_digit_ratio),
-        min_alpha_ratio=ft.get("min_alpha_ratio", float, d.min_alpha_ratio),
-        repetition_min_words=ft.positive("repetition_min_words", d.repetition_min_words),
-        top_ngram_fraction=tuple(float(x) for x in top_ngram),
-        dup_ngram_fraction=tuple(float(x) for x in dup_ngram),
-    )
-    ft.done()
-
-    dt = _Table(file, "dedup", top.get("dedup", dict, {}))
-    dedup = DedupSpec(
-        exact=dt.get("exact", bool, True),
-        near=dt.choice("near", NEAR_DUP_ACTIONS, "drop"),
-        threshold=dt.fraction("threshold", 0.7),
-        num_perm=dt.positive("num_perm", 112),
-        bands=dt.positive("bands", 14),
-        ngram=dt.positive("ngram", 5),
-        shingle=dt.choice("shingle", ("char", "word"), "char"),
-        seed=dt.positive("seed", 1),
-    )
-    if dedup.bands == 0 or dedup.num_perm % dedup.bands:
-        raise dt.fail("bands", f"must divide num_perm ({dedup.num_perm}) evenly")
-    if dedup.ngram == 0:
-        raise dt.fail("ngram", "must be at least 1")
-    dt.done()
-
-    ot = _Table(file, "output", top.get("output", dict, {}))
-    output = OutputSpec(rows_per_shard=ot.positive("rows_per_shard", 200_000) or 200_000)
-    ot.done()
-
-    augment = top.get("augment", dict, {})
+    sources = _sources(top)
+    # Keyword order is checking order: with several mistakes, the first one named stays the same.
     spec = CorpusSpec(
         name=name, language=language, sources=sources, path=file,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text,
-        license=top.get("license", str), description=top.get("description", str),
-        split=split, langid=langid, filters=filters, dedup=dedup, output=output, augment=augment,
+        split=_split(top.table("split"), sources), langid=_langid(top.table("langid"), language),
+        filters=_filters(top.table("filters")), dedup=_dedup(top.table("dedup")), output=_output(top.table("output")),
+        augment=top.get("augment", dict, {}), license=top.get("license", str), description=top.get("description", str),
     )
     top.done()
     return spec

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from common.snapshot_format import MANIFEST, SPEC_COPY, SPLITS, STATS
 from pipelines.records import SPLIT_PRIORITY, flatten, group_by
 
-SPLITS = ("train", "dev", "test")
 SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("doc", pa.string()),
     ("pos", pa.int64()), ("lang", pa.string()), ("lang_score", pa.float32()),
@@ -251,10 +251,9 @@ class Finalise(beam.DoFn):
         characters = {s: 0 for s in SPLITS} | {split: n for (outcome, _, _, split), n in counts if outcome == "chars"}
         manifest = {**self.base, "characters": characters, "splits": stats["splits"],
                     "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards]}
-        spec_name = "spec.toml"
-        write_bytes(FileSystems.join(self.root, spec_name), self.spec.text.encode("utf-8"))
-        write_bytes(FileSystems.join(self.root, "stats.json"), json_bytes(stats))
-        write_bytes(FileSystems.join(self.root, "manifest.json"), json_bytes(manifest))
+        write_bytes(FileSystems.join(self.root, SPEC_COPY), self.spec.text.encode("utf-8"))
+        write_bytes(FileSystems.join(self.root, STATS), json_bytes(stats))
+        write_bytes(FileSystems.join(self.root, MANIFEST), json_bytes(manifest))
         write_bytes(FileSystems.join(self.root, "README.md"), dataset_card(self.spec, self.version, stats, manifest).encode("utf-8"))
         yield stats
 

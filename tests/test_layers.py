@@ -1,9 +1,12 @@
 """The design's layers, read from the source (ast; nothing is imported, so no import runs):
 
-`augment` imports nothing of ours; `pipelines` imports `augment` but never `lm`; the `lm` core
-(modules directly in `lm/`) imports neither `lm.distill`, `lm.ship`, `pipelines` nor `augment`;
-`lm.ship` imports the core only; no import circle anywhere, lazy (in-function) imports included.
-And no product module over 400 lines: past that it holds more than one job.
+`common` (the snapshot format, errors, files) imports nothing of ours, and every other package may
+import it; `augment` imports nothing of ours but `common`; `pipelines` imports `augment` but never
+`lm`; the `lm` core (modules directly in `lm/`) imports neither `lm.distill`, `lm.ship`, `pipelines`
+nor `augment`; `lm.ship` imports the core only; no import circle anywhere, lazy (in-function)
+imports included.
+And no product module over 400 lines, no product function over 60: past that a module holds more
+than one job, and a function more than one step.
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("augment", "pipelines", "lm")
+PACKAGES = ("common", "augment", "pipelines", "lm")
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 
 def module_name(path: Path) -> str:
@@ -57,6 +61,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def layer(name: str) -> str:
+    """common, augment, pipelines, lm (the core), lm.distill or lm.ship."""
     parts = name.split(".")
     if parts[0] == "lm" and len(parts) > 1 and parts[1] in ("distill", "ship"):
         return f"lm.{parts[1]}"
@@ -64,6 +69,7 @@ def layer(name: str) -> str:
 
 
 FORBIDDEN = {
+    "common": {"augment", "pipelines", "lm", "lm.distill", "lm.ship"},
     "augment": {"pipelines", "lm", "lm.distill", "lm.ship"},
     "pipelines": {"lm", "lm.distill", "lm.ship"},
     "lm": {"lm.distill", "lm.ship", "pipelines", "augment"},
@@ -107,8 +113,32 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
     found = imports_of("lm.x", src, known)
     assert found == {"lm.data", "lm.distill.judge", "pipelines.spec"}
     assert {layer(t) for t in found} & FORBIDDEN["lm"] == {"lm.distill", "pipelines"}
+    bottom = tmp_path / "common" / "y.py"
+    bottom.parent.mkdir()
+    bottom.write_text("from common.errors import ScarceError\nfrom lm.errors import DataError\n")
+    found = imports_of("common.y", bottom, known | {"common", "common.errors", "common.y", "lm.errors"})
+    assert found == {"common.errors", "lm.errors"}
+    assert {layer(t) for t in found} & FORBIDDEN["common"] == {"lm"}
 
 
 def test_no_product_module_over_400_lines() -> None:
     long = {n: len(p.read_text(encoding="utf-8").splitlines()) for n, p in product_modules().items()}
     assert not {n: k for n, k in long.items() if k > MAX_LINES}, "modules past 400 lines hold more than one job"
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Functions and methods of a file longer than `limit` lines (decorators and docstring included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return {f"{path.name}:{n.lineno} {n.name}": n.end_lineno - n.lineno + 1 for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > limit}
+
+
+def test_no_product_function_over_60_lines() -> None:
+    long = {k: v for p in product_modules().values() for k, v in long_functions(p).items()}
+    assert not long, f"functions past {MAX_FUNCTION_LINES} lines: split them into steps: {long}"
+
+
+def test_the_function_check_sees_a_long_one(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 60 + "    return x\n")
+    assert long_functions(src) == {"m.py:5 long": 62}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 RUNBOOKS = ("first-run.md", "offline.md", "scheduled-refresh.md", "runners.md", "rollback.md")
 # (pattern searched in the command, why it is not run here). Everything else runs.

@@ -30,11 +30,10 @@ text is worth learning from:
    augmenter's dev gain is measured on the teacher and one whose gain is not positive is dropped
    (the report says which and why).
 5. Arms, `--seeds N` paired seeds each (seed pair i: the same initial parameters and order of
-   real text for every arm): `student` (KD + kept augmented text) and `baseline` (real text,
-   CE); with `--ablations` also `student_no_kd` (kept augmented, CE) and `student_no_aug` (real
-   text, KD from the real-only teacher; refused when the teacher may have seen augmented text);
-   with `--study-arms` random and no filtering and each augmenter alone (`arms`).
-   Every model stops once dev stops improving (`patience`), and its best checkpoint is the model.
+   real text for every arm): `student` and `baseline`, and those that `--ablations`,
+   `--study-arms` and `--compare-tail` add; `arms.ARMS` says what each trains on and with which
+   loss (`--help` lists it). Every model stops once dev stops improving (`patience`), and its
+   best checkpoint is the model.
 6. Rounds: from round 2 on, `pipelines.augment` runs again with a new seed (`variants`); mixture
    weights per augmenter come from the previous round (kept fraction x dev gain, `gain`); the
    loop stops when dev bits per character stops improving. The arms train after the best round
@@ -49,10 +48,11 @@ Re-running the same command after an interruption continues: a model whose folde
 unfinished one resumes from its last checkpoint, and judged rounds are read back.
 Exit codes: 0 ok, 1 failure, 2 usage.
 
-Modules: `cli` (options, `main`), `config` (presets, settings fixed at creation), `workspace`
+Modules: `cli` (the parser, built from `config`; `main`), `config` (`Settings`: one field per
+option, the presets' defaults, the settings fixed at creation), `workspace`
 (the run folder; one model trained through `lm.trainer`), `variants` (augmented text; the only
 module that runs `pipelines`), `teachers`, `judge`, `rounds` (the loop and the arms), `gain`,
-`teacher_cache`, `paired` (seed statistics), `report`, `arms` (what each compared model trains on).
+`teacher_cache`, `paired` (seed statistics), `report`, `arms` (the table of arms: what each trains on).
 """
 from lm.distill.cli import main
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import Field, asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from lm.loader import load_model
 from lm.ngram import anchor
 
 from lm.distill import report as distill_report, teachers
-from lm.distill.config import DEFAULT_CACHE_K, GIVEN, PRESETS, resolve_settings
+from lm.distill.arms import ARM_OPTIONS, arms_epilog
+from lm.distill.config import PRESETS, Settings, flag, options, resolve_settings
 from lm.distill.judge import train_judges
 from lm.distill.rounds import Rounds, arm_model
 from lm.distill.variants import ensure_augmented, read_variants
@@ -28,40 +29,45 @@ DESCRIPTION = "`python -m lm.distill --corpus OUT/NAME --out RUN [options]`: aug
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lm.distill", description=DESCRIPTION)
+    return build_parser().parse_args(argv)
+
+
+def build_parser(cls: type = Settings) -> argparse.ArgumentParser:
+    """The command's own arguments, then one option per option field of `cls` (`config.option`),
+    then one flag per group of optional arms (`arms.ARMS`, listed after the options)."""
+    p = argparse.ArgumentParser(prog="python -m lm.distill", description=DESCRIPTION, epilog=arms_epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", required=True, help="OUT/NAME (follows LATEST) or a version folder")
     p.add_argument("--out", required=True, help="run folder (re-run the same command to resume)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="sizes, steps, rounds (demo)")
-    t = p.add_mutually_exclusive_group()
-    t.add_argument("--teacher", help="a run folder of ours to use as the teacher (its tokenizer is adopted)")
-    t.add_argument("--teacher-hf", help="a local Hugging Face causal LM folder (safetensors): sequence-level distillation")
-    p.add_argument("--rounds", type=int, help="augment-judge-distil rounds (stops early without dev gain)")
-    p.add_argument("--seeds", type=int, help="paired seeds per arm (demo: 3); may grow on a re-run")
-    p.add_argument("--alpha", type=float, help="weight of cross-entropy; 1 - alpha on the KL term (0.2)")
-    p.add_argument("--temperature", type=float, help="softmax temperature of the KL term (1.0)")
-    p.add_argument("--kl", choices=("forward", "reverse"), help="KL(teacher || student) or the reverse")
-    p.add_argument("--top-k", type=int, help=f"KL on the teacher's top K tokens (default: all; {DEFAULT_CACHE_K} when cached)")
-    p.add_argument("--tail", choices=("bucket", "renorm"), help="top-k: keep the missing mass as a bucket, or renormalise")
-    p.add_argument("--cache", choices=("auto", "always", "never"), help="top-k teacher cache (auto: when it pays)")
-    p.add_argument("--keep-quantile", type=float, help="drop variants worse than this quantile of real sentences (1.0: only those worse than all)")
-    p.add_argument("--aug-share", type=float, help="share of training sequences from augmented text")
-    p.add_argument("--noised-input", action=argparse.BooleanOptionalAction, default=None,
-                   help="noise variants as student input with their clean parents as targets (default: on)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--student-steps", type=int, help="override the preset")
-    p.add_argument("--judge-steps", type=int, help="override the preset")
-    p.add_argument("--teacher-steps", type=int, help="override the preset")
-    p.add_argument("--student-lr", type=float, help="peak learning rate of every student (override the preset)")
-    p.add_argument("--student-dropout", type=float, help="dropout of every student and baseline (override the preset)")
-    p.add_argument("--ablations", action="store_true",
-                   help="also train student_no_kd (augmented, CE) and student_no_aug (real, KD), every seed")
-    p.add_argument("--study-arms", action="store_true",
-                   help="also train aug_random, aug_unfiltered and aug-NAME per augmenter (CE, every seed; "
-                        "bench/augment_study.py)")
-    p.add_argument("--compare-tail", action="store_true",
-                   help="also train the student with the other top-k tail (student_renorm or student_bucket)")
+    hints, groups = get_type_hints(cls), {}
+    for f in options(cls):
+        m, kind = f.metadata, hints[f.name]
+        if m["exclusive"] and m["exclusive"] not in groups:
+            groups[m["exclusive"]] = p.add_mutually_exclusive_group()
+        where = groups[m["exclusive"]] if m["exclusive"] else p
+        kind = next((t for t in get_args(kind) if t is not type(None)), kind)  # X | None: X
+        extra = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        where.add_argument(flag(f.name), default=None, choices=m["choices"], help=m["help"] + defaults_text(f),
+                           **extra)
+    for name, help in ARM_OPTIONS.items():
+        p.add_argument(flag(name), action="store_true", help=help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def defaults_text(f: Field) -> str:
+    """The end of an option's help: its default, per preset where they differ; nothing for None."""
+    values = {n: pre.values.get(f.name, f.metadata["default"]) for n, pre in PRESETS.items()}
+    shown = {n: ("on" if v else "off") if isinstance(v, bool) else str(v) for n, v in values.items()}
+    if len(set(shown.values())) == 1:
+        return "" if None in values.values() else f" (default: {next(iter(shown.values()))})"
+    return " (default: " + ", ".join(f"{n} {v}" for n, v in shown.items()) + ")"
+
+
+def given_options(args: argparse.Namespace, cls: type = Settings) -> dict[str, Any]:
+    """The options set on the command line (field -> value)."""
+    return {f.name: getattr(args, f.name) for f in options(cls) if getattr(args, f.name) is not None}
 
 
 def distill(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,15 +75,13 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     run = Path(args.out)
     snapshot = open_snapshot(args.corpus)
-    given = {k: getattr(args, k) for k in GIVEN if getattr(args, k) is not None}
-    s = resolve_settings(args.preset, given, snapshot, run)
-    pre = s.preset_values()
+    s = resolve_settings(args.preset, given_options(args), snapshot, run)
     aug_dir = ensure_augmented(snapshot)
     aug_rows = read_variants(aug_dir)
     if not aug_rows:
         raise DataError(f"no augmented variants in {aug_dir}")
-    tok = run_tokenizer(run, s, pre, snapshot, [r["text"] for r in aug_rows])
-    ws = Workspace(run, snapshot, s, pre, tok, args.quiet, t0)
+    tok = run_tokenizer(run, s, snapshot, [r["text"] for r in aug_rows])
+    ws = Workspace(run, snapshot, s, tok, args.quiet, t0)
     ws.log(f"{snapshot.name} {snapshot.version}: {len(aug_rows):,} augmented variants, "
            f"tokenizer {tok.vocab_size} pieces")
 
@@ -88,7 +92,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     else:
         teacher, hf = teachers.train_teacher(ws), None
     loop = Rounds(ws, judges, teacher, hf, aug_rows, augmenter_kinds(aug_dir))
-    rounds, best, plan, refused = loop.run(args.ablations, args.compare_tail, args.study_arms)
+    rounds, best, plan, refused = loop.run({o for o in ARM_OPTIONS if getattr(args, o)})
 
     ngram = anchor(str(snapshot.root))
     ws.log(f"character n-gram anchor: order {ngram['order']} (chosen on dev), test {ngram['test_bits_per_char']:.4f} bits/char")
@@ -100,7 +104,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         judges={j.name: {"records": len(j.info["data"]["records"]), "params": j.model.cfg.n_params(),
                          "best_step": (ws.done(j.name) or {}).get("best_step")} for j in judges},
         samples=samples(ws, arm_model("student", 0)), samples_model=arm_model("student", 0),
-        samples_temperature=SAMPLE_TEMPERATURE, settings=asdict(s), student_model=loop.student_cfg.to_dict(),
+        samples_temperature=SAMPLE_TEMPERATURE, settings=s.stored(), student_model=loop.student_cfg.to_dict(),
         wall_seconds=round(time.perf_counter() - t0, 1))
     distill_report.write(run, report, curves)
     return report

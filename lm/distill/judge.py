@@ -1,7 +1,7 @@
 """Judging augmented text with models that never trained on it: two cross-fitted judges.
 
 The train split's records are cut in two seeded halves; `judge-a` trains on half A only and
-`judge-b` on half B (the `judge` model preset, real text, early stopping on dev). A variant is
+`judge-b` on half B (the preset's judge shape, real text, early stopping on dev). A variant is
 scored by the judge that never saw its parent sentence, and each judge's keep threshold is the
 `--keep-quantile` quantile of its bits per character on (a sample of) the other half's real
 sentences. So every score is out of sample: the threshold is not pulled down by memorised
@@ -46,18 +46,25 @@ class Judge:
 
 @dataclass(frozen=True)
 class Verdict:
-    threshold: float                 # bits/char: the Q quantile of the real sentences
+    thresholds: list[float]          # bits/char per judge: the Q quantile of its real sentences
     keep: np.ndarray                 # bool per variant
     per_augmenter: dict[str, dict]   # name -> {"variants", "kept", "kept_fraction"}
 
+    @property
+    def threshold(self) -> float:
+        """The judges' mean threshold (the report's)."""
+        return float(np.mean(self.thresholds))
 
-def quantile_filter(real_bpc: np.ndarray, variant_bpc: np.ndarray, augmenters: Sequence[str],
-                    q: float) -> Verdict:
-    """Keep a variant when it scores no worse than the `q` quantile of the real sentences' bits
-    per character; the threshold is the same for every augmenter, counts are per augmenter."""
-    threshold = quantile_threshold(real_bpc, q)
-    keep = np.isfinite(variant_bpc) & (variant_bpc <= threshold)
-    return Verdict(threshold, keep, count_kept(keep, augmenters))
+
+def quantile_filter(real_bpc: Sequence[np.ndarray], variant_bpc: np.ndarray, augmenters: Sequence[str],
+                    q: float, judge: np.ndarray | None = None) -> Verdict:
+    """Keep a variant when it scores no worse than the `q` quantile of its judge's bits per
+    character of real sentences (`real_bpc[judge[i]]`; no `judge`: the first for every variant);
+    the thresholds are the same for every augmenter, counts are per augmenter."""
+    thresholds = [quantile_threshold(r, q) for r in real_bpc]
+    which = np.zeros(len(variant_bpc), np.int64) if judge is None else judge
+    keep = np.isfinite(variant_bpc) & (variant_bpc <= np.asarray(thresholds)[which])
+    return Verdict(thresholds, keep, count_kept(keep, augmenters))
 
 
 def quantile_threshold(real_bpc: np.ndarray, q: float) -> float:
@@ -87,8 +94,8 @@ def halves(ws: Workspace) -> dict[str, int]:
 
 def train_judges(ws: Workspace) -> list[Judge]:
     """`judge-a` and `judge-b`, each on its half of the train records (trained or read back)."""
-    pre, half_of = ws.preset, halves(ws)
-    cfg = pre.judge_model(ws.tok.vocab_size)
+    s, half_of = ws.settings, halves(ws)
+    cfg = s.judge_model(ws.tok.vocab_size)
     judges = []
     for h, name in enumerate(JUDGES):
         if not ws.done(name):
@@ -96,12 +103,12 @@ def train_judges(ws: Workspace) -> list[Judge]:
             pool = real_pool(ws.tok, [ws.snapshot.separator.join(r["text"] for r in recs)], cfg.context,
                              f"{ws.key('train')}/half{h}-{ws.settings.seed}")
             ws.log(f"{name}: {cfg.n_params():,} params on half {'AB'[h]} of train ({len(recs):,} records), "
-                   f"at most {pre.judge_steps} steps")
-            summary = ws.train(name, cfg, ws.schedule(name, pre.judge_steps, pre.judge_lr), Batches(pool, pre.batch,
+                   f"at most {s.judge_steps} steps")
+            summary = ws.train(name, cfg, ws.schedule(name, s.judge_steps, s.judge_lr), Batches(pool, s.batch,
                                ws.settings.seed + h), ws.dev(cfg.context), seed=ws.settings.seed + h,
                                data_used=data_record(ws.snapshot, ["train"], [r["id"] for r in recs]),
                                describe={"data": f"real, half {'AB'[h]}"})
-            ws.mark_done(name, summary)
+            ws.mark_done(name, summary.to_dict())
         judges.append(Judge(name, h, load_model(ws.models / name), read_run(ws.models / name) or {}))
     return judges
 
@@ -127,7 +134,7 @@ def real_scores(ws: Workspace, judges: list[Judge]) -> list[np.ndarray]:
             out.append(np.load(path))
             continue
         recs = [r for r in ws.snapshot.records("train") if half_of[r["id"]] != j.half]
-        n = max(1, ws.preset.judge_real // len(judges))
+        n = max(1, ws.settings.judge_real // len(judges))
         if len(recs) > n:  # a quantile needs a sample, not every sentence
             pick = np.sort(np.random.default_rng([ws.settings.seed, 5, j.half]).permutation(len(recs))[:n])
             recs = [recs[i] for i in pick]
@@ -164,15 +171,12 @@ def judge_round(ws: Workspace, r: int, rows: list[dict], judges: list[Judge],
             sel = [rows[i] for i in idx]
             bpc[idx] = score(ws, j, [x["text"] for x in sel], [x["parent_id"] for x in sel], [x["id"] for x in sel])
         ws.log(f"round {r}: judged {len(rows):,} variants in {time.perf_counter() - t:.1f}s")
-    q = ws.settings.keep_quantile
-    thresholds = [quantile_threshold(real[k], q) for k in range(len(judges))]
-    keep = np.isfinite(bpc) & (bpc <= np.asarray(thresholds)[which])
     augmenters = [x["augmenter"] for x in rows]
+    v = quantile_filter(real[:len(judges)], bpc, augmenters, ws.settings.keep_quantile, which)
     if not judged:
         write_variants(path, rows, {"bits_per_char": bpc.tolist(), "judge": [JUDGES[k] for k in which],
-                                    "kept": keep.tolist()})
-    kept = [x for x, k in zip(rows, keep) if k]
-    per = count_kept(keep, augmenters)
-    return kept, {"threshold": float(np.mean(thresholds)),
-                  "thresholds": {j.name: t for j, t in zip(judges, thresholds)}, "augmenters": per,
-                  "median_bpc": {a: float(np.nanmedian(bpc[[x == a for x in augmenters]])) for a in per}}
+                                    "kept": v.keep.tolist()})
+    kept = [x for x, k in zip(rows, v.keep) if k]
+    return kept, {"threshold": v.threshold, "thresholds": {j.name: t for j, t in zip(judges, v.thresholds)},
+                  "augmenters": v.per_augmenter,
+                  "median_bpc": {a: float(np.nanmedian(bpc[[x == a for x in augmenters]])) for a in v.per_augmenter}}

@@ -6,7 +6,7 @@
 "kept", "kept_fraction"}}} plus a few extra keys (settings, teacher cache, judges, samples, wall
 time). An arm trained with several seeds (`student`, `baseline`, ...) reports the means over its
 seeds, with `dev_sd`, `test_sd`, `seeds` and `per_seed`; `ngram` is the character n-gram anchor
-(with its `order`). Plots: `dev_bpc.png` (dev bits per character against step: the teacher, the
+(with its `method` and `order`). Plots: `dev_bpc.png` (dev bits per character against step: the teacher, the
 judges and every arm's first seed, from each model's metrics.jsonl) and `kept_fraction.png`.
 """
 from __future__ import annotations
@@ -15,13 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lm.files import write_json
+from common.files import write_json
 from lm.run import read_done
 
+from lm.distill.arms import ARMS, arm_info
 from lm.distill.paired import paired_difference, sentence, spread
 
-MODEL_ORDER = ("ngram", "teacher", "student", "baseline", "student_no_kd", "student_no_aug")
+HEAD_ROWS = ("ngram", "teacher")  # then the arms, as `arms.ARMS` lists them
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
+NGRAM_LABELS = {"modified-kneser-ney": "modified KN", "witten-bell": "Witten-Bell"}  # `lm.ngram`'s methods
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -37,7 +39,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def models_table(report: dict[str, Any]) -> str:
     """Means over seeds for the arms, with the seeds' standard deviation of test bits/char."""
     models = report["models"]
-    names = [n for n in MODEL_ORDER if n in models] + sorted(set(models) - set(MODEL_ORDER))
+    names = sorted(models, key=row_order)
     base = (models.get("baseline") or {}).get("test_bits_per_char")
     ngram = (models.get("ngram") or {}).get("test_bits_per_char")
     lines = ["| model | params | dev bits/char | test bits/char | test sd (seeds) | test / n-gram | test / baseline "
@@ -45,13 +47,44 @@ def models_table(report: dict[str, Any]) -> str:
     for n in names:
         m = models[n]
         test = m.get("test_bits_per_char")
-        label = f"{n} (order {m['order']})" if "order" in m else n
+        label = row_label(n, m)
         sd = f"{_fmt(m['test_sd'])} ({m['seeds']})" if m.get("test_sd") is not None else "-"
         lines.append(f"| {label} | {_fmt(m['params'])} | {_fmt(m['dev_bits_per_char'])} | {_fmt(test)} | {sd} | "
                      f"{_fmt(test / ngram if ngram and test else None, 3)} | "
                      f"{_fmt(test / base if base and test else None, 3)} | {_fmt(m['train_seconds'], 1)} | "
                      f"{_fmt(m['tokens_per_second'], 0)} |")
     return "\n".join(lines)
+
+
+def row_label(name: str, m: dict[str, Any]) -> str:
+    """The n-gram's row says which n-gram: "n-gram (modified KN, order 12)"."""
+    if "order" not in m:
+        return name
+    method = m.get("method")
+    if not method:  # a report from before `lm.ngram` had methods
+        return f"{name} (order {m['order']})"
+    return f"n-gram ({NGRAM_LABELS.get(method, method)}, order {m['order']})"
+
+
+def row_order(name: str) -> tuple[int, str]:
+    """The models table's order: the n-gram anchor, the teacher, then the arms as `ARMS` lists them."""
+    if name in HEAD_ROWS:
+        return HEAD_ROWS.index(name), name
+    try:
+        return len(HEAD_ROWS) + ARMS.index(arm_info(name)), name
+    except KeyError:
+        return len(HEAD_ROWS) + len(ARMS), name
+
+
+def arms_legend(models: dict[str, Any]) -> list[str]:
+    """A line per kind of arm in the table: its loss and what it trains on (`ARMS`)."""
+    present = set()
+    for name in models:
+        try:
+            present.add(arm_info(name).name)
+        except KeyError:
+            continue
+    return [f"- `{a.name}`: {a.loss} on {a.data}" for a in ARMS if a.name in present]
 
 
 def augmenters_table(report: dict[str, Any]) -> str:
@@ -95,7 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
     refused += [f"- augmenter {k} dropped from the student's mixture: {a['dropped']}"
                 for k, a in sorted(report.get("augmenters", {}).items()) if a.get("dropped")]
     samples = [sample_line(i + 1, x) for i, x in enumerate(report.get("samples", []))]
-    parts = [head, "## Models\n", models_table(report), "", *paired, *refused, ""]
+    parts = [head, "## Models\n", models_table(report), "", *arms_legend(report["models"]), "", *paired, *refused, ""]
     if samples:
         parts += [f"## Samples from {report.get('samples_model', 'the student')} (dev prompts, temperature "
                   f"{report.get('samples_temperature')})\n", *samples, ""]
@@ -187,7 +220,8 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     (`lm.ngram.anchor`)."""
     models: dict[str, dict] = {}
     if ngram:
-        models["ngram"] = {k: ngram.get(k) for k in MODEL_FIELDS} | {"order": ngram["order"]}
+        models["ngram"] = {k: ngram.get(k) for k in MODEL_FIELDS} | {"method": ngram.get("method"),
+                                                                      "order": ngram["order"]}
     curves: dict[str, list[Path]] = {}
     teacher = read_done(models_dir / "teacher")
     if teacher:
@@ -196,7 +230,7 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     for j in sorted(models_dir.glob("judge-*")):
         curves[j.name] = [j]
     arms = sorted({p.name.rsplit("-s", 1)[0] for p in models_dir.glob("*-s[0-9]*")},
-                  key=lambda a: (MODEL_ORDER.index(a) if a in MODEL_ORDER else len(MODEL_ORDER), a))
+                  key=row_order)
     per_arm: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
         dones = seed_dones(models_dir, arm)

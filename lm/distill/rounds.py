@@ -1,10 +1,10 @@
 """The loop: augment, judge, distil, for as many rounds as dev bits per character improves; then
 every arm with the same number of paired seeds.
 
-Arms (`lm.distill.arms`): `student` (KD + kept augmented text), `baseline` (real text, CE),
-with `--ablations` `student_no_kd` and `student_no_aug`, with `--study-arms` the filter and
-per-augmenter arms. Before a round's student trains, each augmenter's dev gain is measured on
-the teacher and an augmenter whose gain is not positive is dropped (`Rounds.screen`). Seed pair
+Arms: `lm.distill.arms.ARMS` (what each trains on, its loss, the flag that adds it); an arm
+built here that the table lacks stops the run before it trains. Before a round's student
+trains, each augmenter's dev gain is measured on the teacher and an augmenter whose gain is not
+positive is dropped (`Rounds.screen`). Seed pair
 i (`NAME-s{i}`, seed = --seed + i) gives every arm the same initial parameters and the same
 order of real sequences (`lm.data.Batches`), so arm differences are paired. With one round,
 round 1's student is `student-s0`; with more, rounds train `student-rN` to choose the mixture,
@@ -27,13 +27,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm.data import Batches, Pool, noised_pool, pool_tokens, text_pool
-from lm.files import read_json, write_json
+from common.files import read_json, write_json
 from lm.run import data_record
 from lm.loader import FlaxModel, load_model
 from lm.model import make_apply
 from lm.trainer import Teacher
 
-from lm.distill.arms import Arm, size_weights, study_arms
+from lm.distill.arms import Arm, arm_info, size_weights, study_arms, trained
 from lm.distill.config import DEFAULT_CACHE_K
 from lm.distill.gain import dev_gains, next_weights
 from lm.distill.judge import Judge, judge_round, real_scores
@@ -68,10 +68,10 @@ class KDPlan:
 def plan_kd(ws: Workspace, teacher: FlaxModel | None, students: int, context: int, pool_estimate: int) -> KDPlan:
     """`students` models of `context` tokens will learn from `teacher` (None: --teacher-hf) on
     pools of about `pool_estimate` tokens."""
-    s, pre = ws.settings, ws.preset
+    s = ws.settings
     if s.teacher_hf:
         return KDPlan("seq", s.top_k or 0, None, None)
-    if s.cache == "always" or (s.cache == "auto" and pays(students, pre.student_steps, pre.batch, context,
+    if s.cache == "always" or (s.cache == "auto" and pays(students, s.student_steps, s.batch, context,
                                                           pool_estimate)):
         k = s.top_k or DEFAULT_CACHE_K
         teacher_id = f"{teacher.info.get('path')}@{teacher.info.get('checkpoint')}"
@@ -125,7 +125,7 @@ class Rounds:
     def __init__(self, ws: Workspace, judges: list[Judge], teacher: FlaxModel | None, hf: Any,
                  aug_rows: list[dict], noise_kinds: dict[str, str | None]):
         self.ws, self.judges, self.hf, self.aug_rows, self.noise_kinds = ws, judges, hf, aug_rows, noise_kinds
-        self.student_cfg = ws.preset.student_model(ws.tok.vocab_size, teacher.context if teacher else None)
+        self.student_cfg = ws.settings.student_model(ws.tok.vocab_size, teacher.context if teacher else None)
         ctx = self.student_cfg.context
         self.real, self.dev = ws.real(ctx), ws.dev(ctx)
         self.real_bpc = real_scores(ws, judges)
@@ -160,12 +160,12 @@ class Rounds:
     def teacher_samples(self, r: int) -> list[dict]:
         """The round's teacher samples: a Hugging Face teacher's (temperature 1, its lesson), or our
         own teacher's with the spec's `[augment.teacher_sample]` (an augmenter for any language)."""
-        ws, pre = self.ws, self.ws.preset
+        ws, s = self.ws, self.ws.settings
         if self.hf is not None:
-            tokens = pre.sample_tokens
+            tokens = s.sample_tokens
             return teacher_samples(ws, lambda p, seed, n: self.hf.sample(p, seed, max_new_tokens=n, temperature=1.0),
-                                   r, self.seed(r), pre.teacher_samples, tokens, {"temperature": 1.0})
-        conf = sample_settings(ws.snapshot, pre.own_teacher_samples, pre.sample_tokens)
+                                   r, self.seed(r), s.teacher_samples, tokens, {"temperature": 1.0})
+        conf = sample_settings(ws.snapshot, s.own_teacher_samples, s.sample_tokens)
         if self.teacher is None or conf["samples"] == 0:
             return []
         t, p = conf.get("temperature", 0.8), conf.get("top_p", 0.95)
@@ -181,7 +181,7 @@ class Rounds:
             return {}, {}
         probe, model = ("teacher", self.teacher) if self.teacher is not None else (self.judges[0].name,
                                                                                     self.judges[0].model)
-        gains = dev_gains(model.cfg, model.params, self.dev.packed, pools, self.ws.preset.batch,
+        gains = dev_gains(model.cfg, model.params, self.dev.packed, pools, self.ws.settings.batch,
                           self.ws.settings.seed + 100 + r)
         dropped = {a: f"dev gain {g:+.4f} <= 0 on the {probe}" for a, g in gains.items() if g <= 0}
         for a, why in dropped.items():
@@ -203,7 +203,7 @@ class Rounds:
         rows = [x for x in kept if x["augmenter"] not in dropped]
         info = self.train_student(plan, name, Arm(rows, pools, weights, plan.token_level), seed=ws.settings.seed)
         student = load_model(ws.models / name)
-        gains = dev_gains(self.student_cfg, student.params, self.dev.packed, [self.real] + pools, ws.preset.batch,
+        gains = dev_gains(self.student_cfg, student.params, self.dev.packed, [self.real] + pools, ws.settings.batch,
                           ws.settings.seed + r) if self.dev is not None else {}
         kept_frac = {a: v["kept_fraction"] for a, v in sel.verdict["augmenters"].items()}
         for p in pools:  # augmenters not produced this round keep their last kept fraction
@@ -223,14 +223,13 @@ class Rounds:
         return rec
 
     # -- the loop
-    def run(self, ablations: bool, compare_tail: bool,
-            study: bool = False) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
-        """Every round (until dev stops improving), then every arm's seeds; the rounds, the best,
-        the plan and the arms refused (name -> why)."""
+    def run(self, options: set[str]) -> tuple[list[RoundRecord], RoundRecord, KDPlan, dict[str, str]]:
+        """Every round (until dev stops improving), then every arm's seeds (`options`: the arm
+        flags given, `arms.ARM_OPTIONS`); the rounds, the best, the plan and the arms refused
+        (name -> why)."""
         ws, s = self.ws, self.ws.settings
         first = self.select(1, {}, [])
-        kd_arms = 1 + (1 if ablations or study else 0) + (1 if compare_tail else 0)
-        students = (s.rounds if s.rounds > 1 else 0) + s.seeds * kd_arms
+        students = (s.rounds if s.rounds > 1 else 0) + s.seeds * sum(a.kd for a in trained(options))
         # the pools' size, estimated before judging: real text and every variant
         n_train = len(ws.snapshot.records("train"))
         estimate = pool_tokens([self.real]) * (1 + len(self.aug_rows) / max(1, n_train))
@@ -254,14 +253,13 @@ class Rounds:
                 best = rec
             if len(rounds) > 1 and not rec.improved:
                 break
-        refused = self.arms(plan, best, ablations, compare_tail, study)
+        refused = self.arms(plan, best, options)
         return rounds, best, plan, refused
 
-    def arms(self, plan: KDPlan, best: RoundRecord, ablations: bool, compare_tail: bool,
-             study: bool = False) -> dict[str, str]:
-        """Every arm (`lm.distill.arms`), `--seeds` paired seeds each, on the best round's
-        mixture; returns the arms refused and why (`student_no_aug` when the teacher may have
-        seen augmented text)."""
+    def arms(self, plan: KDPlan, best: RoundRecord, options: set[str]) -> dict[str, str]:
+        """Every arm the flags `options` ask for (`arms.ARMS`), `--seeds` paired seeds each, on the
+        best round's mixture; returns the arms refused and why (`student_no_aug` when the teacher
+        may have seen augmented text)."""
         ws, s = self.ws, self.ws.settings
         kept = self.kept_until(best.round)
         used = [a for a in {x["augmenter"] for x in kept} if a not in best.dropped]
@@ -269,7 +267,7 @@ class Rounds:
         pools, weights = self.build_pools(rows), best.weights
         arms = {"student": Arm(rows, pools, weights, plan.token_level), "baseline": Arm([], [], {}, False)}
         refused: dict[str, str] = {}
-        if ablations or study:
+        if {"ablations", "study_arms"} & options:
             lesson = [x for x in rows if x["augmenter"] == TEACHER_SAMPLE]
             plain = [x for x in rows if x["augmenter"] != TEACHER_SAMPLE]
             arms["student_no_kd"] = Arm(plain, [p for p in pools if p.name != TEACHER_SAMPLE], weights, False)
@@ -281,14 +279,17 @@ class Rounds:
             else:
                 refused["student_no_aug"] = why
                 ws.log(f"student_no_aug refused: {why}; it would not be augmentation-free")
-        if study:
+        if "study_arms" in options:
             arms.update(study_arms(self.judged_until(best.round), kept, used, weights, self.build_pools, s.seed))
-        if compare_tail:
+        if "compare_tail" in options:
             if plan.top_k:
                 other = "renorm" if s.tail == "bucket" else "bucket"
                 arms[f"student_{other}"] = Arm(rows, pools, weights, True, other)
             else:
                 ws.log("--compare-tail: the teacher's full distribution is used (no top-k): no tail to compare")
+        for name in arms:  # `ARMS` is what help and report say: an arm it lacks or adds otherwise stops here
+            if (flags := arm_info(name).options) and options.isdisjoint(flags):
+                raise AssertionError(f"arm {name} trained without {flags}, the flags `ARMS` gives it")
         for i in range(s.seeds):  # pair by pair: an interrupted run has whole pairs
             for name, arm in arms.items():
                 self.train_student(plan, arm_model(name, i), arm, seed=s.seed + i)
@@ -330,23 +331,21 @@ class Rounds:
         """A student (or baseline): the same shape, steps and schedule for every one; `seed` sets
         its initial parameters and the order of its real sequences; the arm's variants are
         recorded in its run.json."""
-        ws, s, pre = self.ws, self.ws.settings, self.ws.preset
+        ws, s = self.ws, self.ws.settings
         info = ws.done(name)
         if info:
             return info
         pools, weights, kd = arm.pools, arm.weights, arm.kd
         loss = s.loss(kd, arm.tail, top_k=plan.top_k)
-        data = Batches(self.real, pre.batch, seed, pools, weights, s.aug_share if pools else 0.0)
+        data = Batches(self.real, s.batch, seed, pools, weights, s.aug_share if pools else 0.0)
         names = [p.name for p in pools]
-        ws.log(f"{name}: at most {pre.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
+        ws.log(f"{name}: at most {s.student_steps} steps, {'KD (' + plan.mode + ')' if kd else 'CE'}, "
                f"real + {', '.join(names) or 'nothing else'}")
         aug = [r for r in arm.rows if r["augmenter"] in names]
-        summary = ws.train(name, self.student_cfg, ws.schedule(name, pre.student_steps, pre.student_lr), data,
+        summary = ws.train(name, self.student_cfg, ws.schedule(name, s.student_steps, s.student_lr), data,
                            self.dev, seed=seed, loss=loss, teacher=plan.teacher if kd else None,
                            data_used=data_record(ws.snapshot, ["train"], None, aug),
                            describe={"pools": names, "weights": weights, "kd": kd})
         model = load_model(ws.models / name)
         return ws.mark_done(name, {"params": self.student_cfg.n_params(), **ws.evaluate(model), "seed": seed,
-                                   **{k: summary.get(k) for k in ("train_seconds", "tokens_per_second", "steps",
-                                                                   "best_step", "stopped_early")},
-                                   "pools": names, "weights": weights, "kd": kd})
+                                   **summary.timing(), "pools": names, "weights": weights, "kd": kd})

@@ -19,7 +19,6 @@ tokens; the cache costs at most the pools' size.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.files import read_json, replacing, write_json
 from lm.data import Batch, Pool
-from lm.files import read_json, write_json
 from lm.losses import TopK
 
 CACHE_DIR = "teacher-cache"
@@ -113,9 +112,8 @@ class TeacherCache:
         for name, c in self._open.items():
             c["indices"].flush()
             c["logprobs"].flush()
-            tmp = self.dir / f"{name}.filled.tmp.npy"
-            np.save(tmp, c["filled"])
-            os.replace(tmp, self._path(name, "filled"))
+            with replacing(self._path(name, "filled")) as tmp, open(tmp, "wb") as f:
+                np.save(f, c["filled"])
 
     # ---- filling -----------------------------------------------------------------------------
     def _compute(self, pool: Pool, rows: np.ndarray, width: int) -> None:

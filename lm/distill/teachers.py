@@ -1,4 +1,4 @@
-"""The teacher: trained here with the `teacher` model preset on real train text only (to
+"""The teacher: trained here with the preset's teacher shape on real train text only (to
 convergence: dropout, early stopping on dev), or given: `--teacher RUN` (one of our run folders)
 or `--teacher-hf PATH` (a local Hugging Face causal LM: it teaches by its samples). It never
 judges (the cross-fitted judges do, `judge`). Each is evaluated once and marked finished in
@@ -17,23 +17,20 @@ from lm.distill.workspace import Workspace
 
 
 def train_teacher(ws: Workspace) -> FlaxModel:
-    """The teacher preset on real train text only: `student_no_aug` learns from it without
+    """The preset's teacher shape on real train text only: `student_no_aug` learns from it without
     seeing a single augmented sentence, even through its soft targets."""
-    name, pre, seed = "teacher", ws.preset, ws.settings.seed + 1000
+    name, s = "teacher", ws.settings
+    seed = s.seed + 1000
     if not ws.done(name):
-        cfg = pre.teacher_model(ws.tok.vocab_size)
-        ws.log(f"teacher: {cfg.n_params():,} params on real train text, at most {pre.teacher_steps} steps")
-        summary = ws.train(name, cfg, ws.schedule(name, pre.teacher_steps, pre.teacher_lr),
-                           Batches(ws.real(cfg.context), pre.batch, seed), ws.dev(cfg.context), seed=seed,
+        cfg = s.teacher_model(ws.tok.vocab_size)
+        ws.log(f"teacher: {cfg.n_params():,} params on real train text, at most {s.teacher_steps} steps")
+        summary = ws.train(name, cfg, ws.schedule(name, s.teacher_steps, s.teacher_lr),
+                           Batches(ws.real(cfg.context), s.batch, seed), ws.dev(cfg.context), seed=seed,
                            data_used=data_record(ws.snapshot, ["train"]), describe={"data": "real"})
         model = load_model(ws.models / name)
-        ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), **_timing(summary),
+        ws.mark_done(name, {"params": cfg.n_params(), **ws.evaluate(model), **summary.timing(),
                             "data": data_record(ws.snapshot, ["train"])})
     return load_model(ws.models / name)
-
-
-def _timing(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: summary.get(k) for k in ("train_seconds", "tokens_per_second", "steps", "best_step", "stopped_early")}
 
 
 def external_teacher(ws: Workspace) -> Any:

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lm.corpus import Snapshot, checked_shards
+from common.files import read_json, replacing
+from common.snapshot_format import SPEC_COPY, checked_shards, read_spec_copy
+from lm.corpus import Snapshot
 from lm.errors import DataError
-from lm.files import read_json
 
 from lm.distill.workspace import Workspace
 
@@ -43,10 +44,8 @@ def read_variants_file(path: Path) -> list[dict[str, Any]]:
 def write_variants(path: Path, rows: list[dict[str, Any]], extra: dict[str, list] | None = None) -> None:
     cols = {c: [r[c] for r in rows] for c in VARIANT_COLUMNS}
     table = pa.table({**cols, **(extra or {})})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def merge(a: list[dict], b: list[dict]) -> list[dict]:
@@ -68,7 +67,7 @@ def ensure_augmented(snapshot: Snapshot) -> Path:
     folder = snapshot.augmented_dir() / "train"
     if folder.is_dir() and any(folder.glob("*.parquet")):
         return folder
-    from pipelines.augment import augment_snapshot
+    from pipelines.augmentation import augment_snapshot
     from pipelines.errors import ScarceError
     print(f"no augmented text in {snapshot.root}: running pipelines.augment", file=sys.stderr)
     try:
@@ -83,7 +82,7 @@ def augment_round(run: Path, snapshot: Snapshot, seed: int, weights: dict[str, f
     augmented set is left alone), with the augmenters the previous round weighted above `floor`.
     Deterministic backends (Apertium, beam search) are skipped: a new seed gives them nothing new."""
     from augment.registry import parse_augment
-    from pipelines.augment import augment_snapshot
+    from pipelines.augmentation import augment_snapshot
     from pipelines.errors import ScarceError
     from pipelines.spec import parse_spec
 
@@ -116,10 +115,9 @@ def augment_round(run: Path, snapshot: Snapshot, seed: int, weights: dict[str, f
 def sample_settings(snapshot: Snapshot, preset_samples: int, preset_tokens: int) -> dict[str, Any]:
     """The spec's `[augment.teacher_sample]` (checked by `augment.registry`) over the preset's
     defaults: {"samples", "max_tokens", "temperature", "top_p"}; samples 0 turns it off."""
-    import tomllib
     from augment.registry import parse_teacher_sample
-    path = snapshot.root / "spec.toml"
-    table = tomllib.loads(path.read_text(encoding="utf-8")).get("augment", {}) if path.is_file() else {}
+    path = snapshot.root / SPEC_COPY
+    table = read_spec_copy(path).get("augment", {})
     try:
         given = parse_teacher_sample(table.get("teacher_sample", {}))
     except ValueError as exc:

@@ -1,5 +1,5 @@
-"""One distillation run folder and what every stage of the loop reads from it: settings, preset,
-snapshot and tokenizer; each model trains in `RUN/models/NAME` through `lm.trainer` and is marked
+"""One distillation run folder and what every stage of the loop reads from it: settings (the
+preset's values included), snapshot and tokenizer; each model trains in `RUN/models/NAME` through `lm.trainer` and is marked
 finished there with `DONE.json` (`lm.run`)."""
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from lm.corpus import Snapshot
-from lm.data import Batches, Packed, Pool, pack, real_pool, token_stream
+from lm.data import Batches, Pool
+from lm.fit import TrainSettings, dev_set, optim_for, split_key, train_into, train_pool
 from lm.losses import LossConfig
 from lm.model import ModelConfig
-from lm.run import mark_done, read_done, write_run
+from lm.objective import objective_for
+from lm.run import mark_done, read_done
 from lm.scoring import evaluate
 from lm.tokenizer import MODEL_FILE, Tokenizer, default_vocab_size, train_tokenizer
-from lm.trainer import Dev, LoopConfig, OptimConfig, Teacher, soft_target_mode, train
+from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, Teacher
 
-from lm.distill.config import Preset, Settings
+from lm.distill.config import Settings
 
 
-def run_tokenizer(run: Path, settings: Settings, preset: Preset, snapshot: Snapshot, aug_texts: list[str]) -> Tokenizer:
+def run_tokenizer(run: Path, settings: Settings, snapshot: Snapshot, aug_texts: list[str]) -> Tokenizer:
     """RUN/tokenizer.model: SentencePiece on the train split plus the augmented text (never dev or
     test), or the `--teacher` run's (token-level distillation needs one vocabulary)."""
     path = run / MODEL_FILE
@@ -33,7 +35,7 @@ def run_tokenizer(run: Path, settings: Settings, preset: Preset, snapshot: Snaps
         real = snapshot.documents("train")
         # the size follows the real text (augmented text repeats it): 512 for gl-ctg, 1024 for
         # tinyshakespeare; the pieces are learnt from both
-        size = preset.vocab_size or default_vocab_size(len(snapshot.separator.join(real)))
+        size = settings.vocab_size or default_vocab_size(len(snapshot.separator.join(real)))
         tok = train_tokenizer(real + aug_texts, size)
     tok.save(path)
     return tok
@@ -43,8 +45,7 @@ def run_tokenizer(run: Path, settings: Settings, preset: Preset, snapshot: Snaps
 class Workspace:
     run: Path
     snapshot: Snapshot
-    settings: Settings
-    preset: Preset            # the run's preset with its overrides (`Settings.preset_values`)
+    settings: Settings        # the options given, the preset's values for the rest
     tok: Tokenizer
     quiet: bool
     t0: float                 # when the command started (log times, the report's wall time)
@@ -57,7 +58,7 @@ class Workspace:
         print(f"[distill {time.perf_counter() - self.t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
     def key(self, split: str) -> str:
-        return f"{self.snapshot.name}/{self.snapshot.version}/{split}"
+        return split_key(self.snapshot, split)
 
     def done(self, name: str) -> dict[str, Any] | None:
         return read_done(self.models / name)
@@ -74,44 +75,33 @@ class Workspace:
 
     # ---- data ------------------------------------------------------------------------------
     def real(self, context: int) -> Pool:
-        return real_pool(self.tok, self.snapshot.documents("train"), context, self.key("train"))
+        return train_pool(self.snapshot, self.tok, context)
 
     def dev(self, context: int) -> Dev | None:
         """Dev text for the curves and best-checkpoint choice during training: the split's text up
-        to `eval_chars` (cut at a record boundary), block windows. Final figures: `evaluate`."""
-        text = self.snapshot.text("dev")
-        if not text:
-            return None
-        cap = self.preset.eval_chars
-        if cap and len(text) > cap:
-            cut = text.rfind(self.snapshot.separator, 0, cap)
-            text = text[:cut if cut > 0 else cap]
-        key = f"{self.snapshot.name}/{self.snapshot.version}/dev/first{len(text)}"
-        packed: Packed = pack(token_stream(self.tok, [text], key), context, self.tok.eos_id)
-        return Dev(packed, len(text))
+        to `eval_chars` (cut at a record boundary). Final figures: `evaluate`."""
+        return dev_set(self.snapshot, self.tok, context, max_chars=self.settings.eval_chars)
 
     # ---- training --------------------------------------------------------------------------
     def schedule(self, name: str, steps: int, lr: float) -> tuple[OptimConfig, LoopConfig]:
         """Every model of the loop: warm-up over a tenth of its steps, cosine to `steps`, a dev
         evaluation and checkpoint every `eval_every` steps, stopping after `patience` evaluations
         without a new best (the best checkpoint is the model)."""
-        every = min(self.preset.eval_every, steps)
-        return (OptimConfig(lr=lr, warmup=max(1, steps // 10), decay_steps=steps),
-                LoopConfig(steps=steps, batch=self.preset.batch, eval_every=every, save_every=every, log_every=20,
-                           desc=name, quiet=self.quiet, patience=self.preset.patience))
+        every = min(self.settings.eval_every, steps)
+        return (optim_for(steps, lr=lr),
+                LoopConfig(steps=steps, batch=self.settings.batch, eval_every=every, save_every=every, log_every=20,
+                           desc=name, quiet=self.quiet, patience=self.settings.patience))
 
     def train(self, name: str, cfg: ModelConfig, schedule: tuple[OptimConfig, LoopConfig], data: Batches,
               dev: Dev | None, *, seed: int, data_used: dict[str, Any], loss: LossConfig = LossConfig(),
-              teacher: Teacher | None = None, describe: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train (or finish training) RUN/models/NAME. It gets `tokenizer.model` and a `run.json` like
-        `lm.train`'s, with `data` (`lm.run.data_record`: what it trained on) and `distill` (name,
-        teacher mode, loss, `describe`)."""
+              teacher: Teacher | None = None, describe: dict[str, Any] | None = None) -> Summary:
+        """Train (or finish training) RUN/models/NAME (`lm.fit.train_into`): a run folder like
+        `lm.train`'s, whose `run.json` adds `data` (`lm.run.data_record`: what it trained on) and
+        `distill` (name, objective, loss, `describe`)."""
         optim, loop = schedule
-        out = self.models / name
-        out.mkdir(parents=True, exist_ok=True)
-        mode = soft_target_mode(teacher, loss)
-        self.tok.save(out / MODEL_FILE)
-        write_run(out, cfg, {"batch": loop.batch, "seed": seed, "optim": asdict(optim), "patience": loop.patience},
-                  self.tok.describe(), self.snapshot, loop.steps, data=data_used,
-                  distill={"name": name, "teacher": mode, **asdict(loss), **(describe or {})})
-        return train(out, cfg, optim, loop, data, dev, seed=seed, loss=loss, teacher=teacher)
+        settings = TrainSettings(optim=optim, preset=None, batch=loop.batch, seed=seed, vocab_size=self.tok.vocab_size,
+                                 tokenizer=self.tok.model_type)
+        objective = objective_for(teacher, loss).name
+        return train_into(self.models / name, cfg, self.tok, self.snapshot, settings, loop, data, dev, loss=loss,
+                          teacher=teacher, run_info={"data": data_used, "distill": {
+                              "name": name, "teacher": objective, **asdict(loss), **(describe or {})}})

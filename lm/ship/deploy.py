@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.files import read_json, write_json
 from lm.errors import UsageError, run_cli
-from lm.files import read_json, write_json
 
 PROMPT = "A "
 THREADS = ("1", "all")

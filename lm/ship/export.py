@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from common.files import read_json, sha256_file, write_json
 from lm.errors import UsageError, run_cli
-from lm.files import read_json, sha256_file, write_json
 from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
 from lm.quant import flatten, quantize_params
 from lm.tokenizer import MODEL_FILE

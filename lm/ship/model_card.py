@@ -15,13 +15,14 @@ does a plain `lm.train` run (`lm.evaluate` measures it).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lm.files import read_json
+from common.errors import DataError
+from common.files import read_json
+from common.snapshot_format import SPEC_COPY, read_spec_copy
 from lm.model import ModelConfig
 
 # Hub licence ids (https://huggingface.co/docs/hub/repositories-licenses) a corpus spec is likely to name
@@ -53,10 +54,9 @@ def hub_license(text: str | None) -> dict[str, str]:
 
 def corpus_spec(corpus: dict[str, Any]) -> dict[str, Any]:
     """The snapshot's spec.toml as a dict ({} when it is missing or unreadable: the card says less)."""
-    path = Path(corpus.get("path") or "") / "spec.toml"
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8")) if corpus.get("path") else {}
-    except (OSError, tomllib.TOMLDecodeError):
+        return read_spec_copy(Path(corpus["path"]) / SPEC_COPY) if corpus.get("path") else {}
+    except DataError:
         return {}
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,14 @@ import numpy as np
 from lm import parallel
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
 from lm.corpus import Snapshot, open_snapshot
-from lm.data import Batches, pack, real_pool, token_stream
+from lm.data import Batches
 from lm.errors import UsageError, run_cli
-from lm.files import read_json, write_json
+from common.files import read_json, write_json
+from lm.fit import TrainSettings, dev_set, optim_for, start_run, train_into, train_pool
 from lm.loader import FlaxModel, load_model
-from lm.run import RUN_FILE, write_run
+from lm.run import RUN_FILE
 from lm.scoring import evaluate
-from lm.tokenizer import MODEL_FILE, Tokenizer
-from lm.trainer import Dev, LoopConfig, OptimConfig, train
+from lm.trainer import LoopConfig
 
 PRUNE_FILE = "prune.json"
 SCOPES = ("global", "layer")
@@ -116,25 +115,16 @@ def _scores(model: Any, corpus: str) -> dict[str, float]:
     return {f"{s}_bits_per_char": evaluate(model, s, corpus)["bits_per_char"] for s in ("dev", "test")}
 
 
-def _dev(snap: Snapshot, tok: Tokenizer, context: int) -> Dev | None:
-    """The whole dev split, scored during the fine-tune (`dev_bpc`); None when it is empty."""
-    docs = snap.documents("dev")
-    chars = len(snap.separator.join(docs))
-    if not chars:
-        return None
-    return Dev(pack(token_stream(tok, docs, f"{snap.name}/{snap.version}/dev"), context, tok.eos_id), chars)
-
-
-def _finetune(out: Path, model: FlaxModel, snap: Snapshot, optim: OptimConfig, pruned: Any, keep: Any, *,
-              steps: int, batch: int, seed: int, quiet: bool) -> None:
+def _finetune(out: Path, model: FlaxModel, snap: Snapshot, settings: TrainSettings, pruned: Any, keep: Any, *,
+              steps: int, quiet: bool, run_info: dict[str, Any]) -> None:
     """`steps` of cross-entropy on the train split from `pruned`, the zeros held by `keep`."""
     cfg, tok = model.cfg, model.tokenizer
-    real = real_pool(tok, snap.documents("train"), cfg.context, f"{snap.name}/{snap.version}/train")
     every = max(1, steps // 4)
-    loop = LoopConfig(steps=steps, batch=batch, eval_every=every, save_every=every, log_every=20, desc="prune",
-                      quiet=quiet)
-    train(out, cfg, optim, loop, Batches(real, batch, seed), _dev(snap, tok, cfg.context), seed=seed,
-          start_params=pruned, keep=keep)
+    loop = LoopConfig(steps=steps, batch=settings.batch, eval_every=every, save_every=every, log_every=20,
+                      desc="prune", quiet=quiet)
+    data = Batches(train_pool(snap, tok, cfg.context), settings.batch, settings.seed)
+    train_into(out, cfg, tok, snap, settings, loop, data, dev_set(snap, tok, cfg.context), start_params=pruned,
+               keep=keep, run_info=run_info)
 
 
 def _save_only(out: Path, params: Any) -> None:
@@ -169,16 +159,15 @@ def prune_run(run: str | Path, *, sparsity: float, out: str | Path, scope: str =
                               "sparsity_requested": sparsity, "finetune_steps": finetune_steps,
                               "dense": _scores(model, corpus),
                               "pruned": _scores(FlaxModel(cfg, pruned, tok, model.info), corpus)}
-    batch = batch or run_info["train"]["batch"]
     steps = max(1, finetune_steps)
-    optim = OptimConfig(lr=lr or run_info["train"]["optim"]["lr"] / 10, warmup=max(1, steps // 10), decay_steps=steps)
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(out / MODEL_FILE)
-    write_run(out, cfg, {"batch": batch, "seed": seed, "optim": asdict(optim)}, tok.describe(), snap, steps,
-              pruned_from=str(src), sparsity=sparsity, scope=scope)
+    settings = TrainSettings(optim=optim_for(steps, lr=lr or run_info["train"]["optim"]["lr"] / 10),
+                             preset=run_info["train"].get("preset"), batch=batch or run_info["train"]["batch"],
+                             seed=seed, vocab_size=tok.vocab_size, tokenizer=tok.model_type)
+    run_info = {"pruned_from": str(src), "sparsity": sparsity, "scope": scope}
     if finetune_steps:
-        _finetune(out, model, snap, optim, pruned, keep, steps=steps, batch=batch, seed=seed, quiet=quiet)
+        _finetune(out, model, snap, settings, pruned, keep, steps=steps, quiet=quiet, run_info=run_info)
     else:
+        start_run(out, cfg, tok, snap, settings, steps, run_info)
         _save_only(out, pruned)
     final = load_model(out)
     report["finetuned" if finetune_steps else "final"] = _scores(final, corpus)
