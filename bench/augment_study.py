@@ -11,8 +11,11 @@ results without running anything.
    corpus's own), augmented by `pipelines.augment` from those sentences only.
 3. `python -m lm.distill --preset study --ablations [--study-arms] --seeds 3` on it: every model
    trains until dev stops improving (`best_step` < `steps` says it did); arms share paired seeds.
-4. Per arm, the ratio of its test bits per character to the baseline's, seed pair by seed pair,
-   with a 95% t-interval over the pairs (`lm.distill.paired.ratio_interval`).
+4. Per arm, the ratio of its dev bits per character to the baseline's, seed pair by seed pair,
+   with a 95% t-interval over the pairs (`lm.distill.paired.ratio_interval`): every verdict, aim
+   and default the README states reads dev (choose on dev); the same ratio on test is recorded
+   and shown beside it for display only (report on test). The verdicts, aims, defaults and the
+   README section are read from the rows by bench/augment_study_findings.py.
 
 The students' dropout is chosen on dev per corpus at its smallest fraction (`lm.train` on real
 text, the study student's shape and schedule, one seed per value), then used by every arm of
@@ -33,25 +36,19 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import fmt, load_1m, machine, md_row, parser, read_results, readme_only, render, publish, timed_command  # noqa: E402
-from lm.distill.paired import paired_difference, ratio_interval  # noqa: E402
+from bench.augment_study_findings import (DECIDE, LABELS, PLAN, SECTION, SHOW, figures,  # noqa: E402
+                                         findings, readme_section)
+from bench.common import (load_1m, machine, parser, preset_only, read_results, readme_only, publish,  # noqa: E402
+                          timed_command)
+from lm.distill.paired import ratio_interval  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "augment_study"
 RESULTS = ROOT / "bench" / "results" / "augment_study.json"
 PLOT = ROOT / "bench" / "results" / "augment_study.png"
-SECTION = "## Augmentation where data is the limit (bench/augment_study.py)"
 MIRROR = ROOT.parent / "shared" / "data"
 PY = sys.executable
 SEEDS = 3
 DROPOUTS = (0.0, 0.1, 0.2)
-# (corpus, fraction of train, every arm?): every arm where data is scarcest, the main ones elsewhere
-PLAN = (("gl-ctg", 0.25, True), ("gl-ctg", 0.5, False), ("gl-ctg", 1.0, False), ("tinyshakespeare", 0.25, False))
-LABELS = {"baseline": "baseline (real text, CE)", "student_no_kd": "+ augmentation, judged (no teacher)",
-          "aug_random": "+ augmentation, random filter at the judge's kept fraction",
-          "aug_unfiltered": "+ augmentation, unfiltered", "student_no_aug": "KD (real text)",
-          "student": "KD + augmentation", "aug-backtranslate": "+ back-translation alone",
-          "aug-synonyms": "+ synonyms alone", "aug-noise": "+ noise alone (noised input)",
-          "aug-teacher-sample": "+ teacher samples alone"}
 
 
 def in_fraction(record_id: str, fraction: float) -> bool:
@@ -149,19 +146,24 @@ def tuned() -> dict[str, Any]:
 
 
 def rows_of(corpus: str, fraction: float, report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per arm: mean test bits/char over seeds and the paired ratio to the baseline."""
+    """One row per arm: per split (dev, test), the mean bits/char over seeds, the per-seed figures
+    and the paired ratio to the baseline."""
     models = report["models"]
-    base = [s["test_bits_per_char"] for s in models["baseline"]["per_seed"]]
+    base = models["baseline"]["per_seed"]
     out = []
     for arm, m in models.items():
         if "per_seed" not in m:
             continue
-        vals = [s["test_bits_per_char"] for s in m["per_seed"]]
-        n = min(len(vals), len(base))
-        r = ratio_interval(vals[:n], base[:n])
-        out.append({"corpus": corpus, "fraction": fraction, "arm": arm, "seeds": n, "mean": round(m["test_bits_per_char"], 4),
-                    "ratio_to_baseline": r["mean"], "ci95": r["ci95"], "per_seed": [round(v, 6) for v in vals],
-                    "best_steps": [s["best_step"] for s in m["per_seed"]], "steps": [s["steps"] for s in m["per_seed"]]})
+        n = min(len(m["per_seed"]), len(base))
+        row = {"corpus": corpus, "fraction": fraction, "arm": arm, "seeds": n,
+               "best_steps": [s["best_step"] for s in m["per_seed"]], "steps": [s["steps"] for s in m["per_seed"]]}
+        for split in (DECIDE, SHOW):
+            key = f"{split}_bits_per_char"
+            vals = [s[key] for s in m["per_seed"][:n]]
+            r = ratio_interval(vals, [s[key] for s in base[:n]])
+            row[split] = {"mean": round(m[key], 4), "ratio_to_baseline": r["mean"], "ci95": r["ci95"],
+                          "per_seed": [round(v, 6) for v in vals]}
+        out.append(row)
     return out
 
 
@@ -181,19 +183,33 @@ def collect(corpus_name: str, fraction: float) -> dict[str, Any]:
     return {"corpus": corpus_name, "fraction": fraction, "train_chars": stats["characters"]["train"],
             "train_records": next(s["rows"] for s in stats["shards"] if s["path"].startswith("train/")),
             "dropout": rep["settings"]["student_dropout"], "augmenters": rep["augmenters"], "ngram": rep["models"]["ngram"],
-            "teacher": rep["models"].get("teacher"),
-            "paired": {k: {x: v[x] for x in ("seeds", "mean", "ci95")} for k, v in rep["paired"].items()},
+            "teacher": rep["models"].get("teacher"), "settings": recorded_settings(rep),
+            # lm.distill's own paired differences read test: kept for display, never for a verdict
+            "paired_test": {k: {x: v[x] for x in ("seeds", "mean", "ci95")} for k, v in rep["paired"].items()},
             "rows": rows_of(corpus_name, fraction, rep)}
+
+
+def recorded_settings(rep: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings, for the README's prose: the report's options (no machine path), the
+    student's shape, and the study preset's preset-only values (the report does not store those:
+    read from `lm.distill.config` when the run is collected, just after it ran)."""
+    options = {k: v for k, v in rep["settings"].items() if k != "corpus"}
+    return {**options, "student_model": rep.get("student_model"),
+            "student_params": rep["models"].get("student", {}).get("params"), "preset_only": preset_only("study")}
 
 
 def plot(res: dict[str, Any]) -> None:
     """Left: gain over the baseline against the train share (gl-ctg's main arms); right: every
-    arm at each corpus's smallest share. Gains in % of the baseline's bits/char, 95% intervals."""
+    arm at each corpus's smallest share. Gains in % of the baseline's bits/char, 95% intervals, on
+    dev (what decides) when every row has it, else on test (older results)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def gain(r: dict[str, Any]) -> tuple[float, list[float]]:
+    split = DECIDE if all(figures(r, DECIDE) for r in res["rows"]) else SHOW
+
+    def gain(row: dict[str, Any]) -> tuple[float, list[float]]:
+        r = figures(row, split)
         g = (1 - r["ratio_to_baseline"]) * 100
         lo, hi = r["ci95"] or (r["ratio_to_baseline"],) * 2
         return g, [g - (1 - hi) * 100, (1 - lo) * 100 - g]
@@ -210,7 +226,7 @@ def plot(res: dict[str, Any]) -> None:
     left.set_xticks([25, 50, 100], ["25%", "50%", "100%"])
     left.set_xlim(15, 110)
     left.set_xlabel("share of gl-ctg train (augmentation made from it alone)")
-    left.set_ylabel("gain over the baseline, % of its test bits/char")
+    left.set_ylabel(f"gain over the baseline, % of its {split} bits/char")
     left.set_title("gl-ctg: gain against data size", fontsize=9)
     left.legend(fontsize=7)
     small = [(c, min(r["fraction"] for r in res["rows"] if r["corpus"] == c)) for c in dict.fromkeys(r["corpus"] for r in res["rows"])]
@@ -222,111 +238,11 @@ def plot(res: dict[str, Any]) -> None:
                      fontsize=6)
     right.invert_yaxis()
     right.axvline(0, color="grey", lw=0.8)
-    right.set_xlabel("gain over the baseline, % (95% interval over 3 paired seeds)")
+    right.set_xlabel(f"gain over the baseline on {split}, % (95% interval over the paired seeds)")
     right.set_title("every arm at the smallest share", fontsize=9)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     plt.close(fig)
-
-
-def table(res: dict[str, Any]) -> str:
-    lines = []
-    for r in res["rows"]:
-        ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r["ci95"] else "-"
-        steps = ", ".join(f"{b}/{s}" for b, s in zip(r["best_steps"], r["steps"]))
-        lines.append(md_row(r["corpus"], f"{r['fraction']:.0%}", LABELS.get(r["arm"], r["arm"]), r["seeds"],
-                            f"{r['mean']:.4f}", f"{r['ratio_to_baseline']:.3f}", ci, steps))
-    return "\n".join(lines)
-
-
-def findings(res: dict[str, Any]) -> dict[str, Any]:
-    """The verdicts the README states, computed from the rows: per setting, each arm's ratio to
-    the baseline and the paired differences that decide the defaults."""
-    def row(c: str, f: float, arm: str) -> dict[str, Any] | None:
-        return next((r for r in res["rows"] if (r["corpus"], r["fraction"], r["arm"]) == (c, f, arm)), None)
-
-    def pair(c: str, f: float, a: str, b: str) -> dict[str, Any] | None:
-        x, y = row(c, f, a), row(c, f, b)
-        if not x or not y:
-            return None
-        n = min(len(x["per_seed"]), len(y["per_seed"]))
-        d = paired_difference(x["per_seed"][:n], y["per_seed"][:n])
-        return {"seeds": d["seeds"], "mean": d["mean"], "ci95": d["ci95"]}
-
-    out: dict[str, Any] = {"per_setting": []}
-    for run in res["runs"]:
-        c, f = run["corpus"], run["fraction"]
-        arms = {r["arm"]: r for r in res["rows"] if (r["corpus"], r["fraction"]) == (c, f)}
-        aug = arms.get("student_no_kd")
-        kd_aug = pair(c, f, "student", "student_no_aug")
-        out["per_setting"].append({
-            "corpus": c, "fraction": f,
-            "ratio": {a: {"mean": r["ratio_to_baseline"], "ci95": r["ci95"], "verdict": verdict(r["ci95"])}
-                      for a, r in arms.items() if a != "baseline"},
-            "aim_aug_at_most_0.97": bool(aug and aug["ratio_to_baseline"] <= 0.97 and verdict(aug["ci95"]) == "helps"),
-            "kd_aug_minus_kd": kd_aug,
-            "aim_kd_aug_below_kd": bool(kd_aug and kd_aug["ci95"] and kd_aug["ci95"][1] < 0),
-            "judged_minus_random": pair(c, f, "student_no_kd", "aug_random"),
-            "judged_minus_unfiltered": pair(c, f, "student_no_kd", "aug_unfiltered"),
-            "dropped_by_the_loop": sorted(a for a, v in run["augmenters"].items() if v.get("dropped"))})
-    return out
-
-
-def verdict(ci: list[float] | None) -> str:
-    """A ratio's 95% interval: below 1 helps, above 1 hurts, else not decided."""
-    if not ci:
-        return "one seed"
-    return "helps" if ci[1] < 1 else "hurts" if ci[0] > 1 else "not decided"
-
-
-def difference(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "-"
-    ci = f", 95% CI [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]" if p["ci95"] else ""
-    return f"{p['mean']:+.4f} bits/char{ci}"
-
-
-def readme_section(res: dict[str, Any]) -> str:
-    f = findings(res)
-    lines = []
-    for s in f["per_setting"]:
-        ratios = "; ".join(f"{LABELS.get(a, a)} {v['mean']:.4f} ({v['verdict']})" for a, v in s["ratio"].items())
-        lines.append(f"- **{s['corpus']} at {s['fraction']:.0%}**: ratio to the baseline: {ratios}.")
-        lines.append(f"  KD + augmentation - KD: {difference(s['kd_aug_minus_kd'])}"
-                     + (f"; judged - random filter: {difference(s['judged_minus_random'])}; judged - unfiltered: "
-                        f"{difference(s['judged_minus_unfiltered'])}" if s["judged_minus_random"] else "")
-                     + (f"; dropped by the loop's dev-gain screen: {', '.join(s['dropped_by_the_loop'])}"
-                        if s["dropped_by_the_loop"] else "") + ".")
-    gl = next((x for x in f["per_setting"] if (x["corpus"], x["fraction"]) == ("gl-ctg", 0.25)), None)
-    if gl:
-        best = min(("student_no_kd", "aug_random", "aug_unfiltered"), key=lambda a: gl["ratio"].get(a, {}).get("mean", 9))
-        r = gl["ratio"].get(best)
-        lines.append(f"- Aim, gl-ctg 25%: real + augmented text without a teacher at most 0.97 x the baseline with "
-                     f"the interval below 1: judged {'met' if gl['aim_aug_at_most_0.97'] else 'not met'} "
-                     f"({gl['ratio']['student_no_kd']['mean']:.3f}); the best filtering, {LABELS[best]}, "
-                     f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]. KD + augmentation below KD alone: "
-                     + ", ".join(f"{x['corpus']} {x['fraction']:.0%} {'yes' if x['aim_kd_aug_below_kd'] else 'no'}"
-                                 for x in f["per_setting"]) + ".")
-        alone = {a: v for a, v in gl["ratio"].items() if a.startswith("aug-")}
-        hurt = [a for a, v in alone.items() if v["verdict"] == "hurts"]
-        lines.append(f"- The loop's dev-gain screen (gradient cosine on the teacher) dropped "
-                     f"{', '.join(gl['dropped_by_the_loop']) or 'nothing'} at gl-ctg 25%, while alone "
-                     f"{', '.join(LABELS[a] for a in hurt) or 'none'} hurt: a positive gain there does not "
-                     "predict a positive effect." if hurt and not set(gl["dropped_by_the_loop"]) >= {a[4:] for a in hurt}
-                     else f"- The loop's dev-gain screen dropped {', '.join(gl['dropped_by_the_loop']) or 'nothing'} at gl-ctg 25%.")
-    runs = [md_row(r["corpus"], f"{r['fraction']:.0%}", f"{r['train_records']:,}", f"{r['train_chars']:,}", r["dropout"],
-                   f"{r['ngram']['test_bits_per_char']:.4f}", fmt((r.get('teacher') or {}).get('test_bits_per_char'), 4),
-                   "; ".join(f"{a} {v['kept']}/{v['variants']}, {fmt(v.get('dev_gain'), 3, none='-')}"
-                             + (" (dropped)" if v.get("dropped") else "") for a, v in sorted(r["augmenters"].items())))
-            for r in res["runs"]]
-    dropout = "; ".join(f"{c}: {v['chosen']} (dev bits/char " + ", ".join(f"{k}: {x:.4f}" for k, x in v["dev_bits_per_char"].items()) + ")"
-                        for c, v in res.get("dropout_dev", {}).items())
-    ran = {(r["corpus"], r["fraction"]) for r in res["runs"]}
-    shares = ", ".join(f"{c} {f:.0%}{' (every arm)' if every else ''}" for c, f, every in PLAN if (c, f) in ran)
-    missing = [f"{c} {f:.0%} (`--entries {i}`)" for i, (c, f, _) in enumerate(PLAN) if (c, f) not in ran]
-    missing_note = (f"Planned but not run in these results: {', '.join(missing)}." if missing else "")
-    return render("augment_study", title=SECTION, m=res["machine"], table=table(res), runs="\n".join(runs),
-                  findings="\n".join(lines), dropout=dropout, shares=shares, missing=missing_note)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,6 +148,27 @@ def md_row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def preset_only(preset: str) -> dict[str, Any]:
+    """The `lm.distill` preset's values that a run's report does not store (its settings keep the
+    options only), read when a benchmark records the run, just after it ran."""
+    from lm.distill.config import PRESETS
+    d = PRESETS[preset].defaults()
+    return {k: getattr(d, k) for k in ("batch", "eval_every", "patience", "own_teacher_samples")}
+
+
+# `lm.ngram`'s smoothing methods, as results record them (`method` of the n-gram anchor)
+NGRAM_METHODS = {"modified-kneser-ney": "interpolated modified Kneser-Ney", "witten-bell": "interpolated Witten-Bell"}
+
+
+def ngram_method(ngram: dict[str, Any] | None) -> str:
+    """The n-gram anchor's method as its results recorded it; results written before `lm.ngram`
+    recorded a method (it was then Witten-Bell) say so."""
+    method = (ngram or {}).get("method")
+    if not method:
+        return "Witten-Bell (recorded before the change)"
+    return NGRAM_METHODS.get(method, method)
+
+
 def render(template: str, **values: Any) -> str:
     """bench/templates/<template>.md with its {placeholders} filled by str.format (fields may
     index into the values: {m[cpu_count]}, {load[0]})."""

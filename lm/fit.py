@@ -18,7 +18,7 @@ from lm.errors import DataError
 from lm.losses import LossConfig
 from lm.model import ModelConfig
 from lm.run import write_run
-from lm.tokenizer import MODEL_FILE, Tokenizer
+from lm.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, Teacher, train
 
 
@@ -53,6 +53,13 @@ def optim_for(steps: int, **given: Any) -> OptimConfig:
     the warm-up of `warmup_for` unless `given` names one."""
     decay = given.pop("decay_steps", None) or steps
     return OptimConfig(**{"warmup": warmup_for(decay), **given, "decay_steps": decay})
+
+
+def real_tokenizer(snapshot: Snapshot, vocab_size: int | None = None, model_type: str = "unigram") -> Tokenizer:
+    """SentencePiece on the train split's real text alone: never dev or test, and never augmented
+    text, so every arm of a comparison reads the same vocabulary whatever its data. The size
+    follows the text (`lm.tokenizer.default_vocab_size`) unless given."""
+    return train_tokenizer(snapshot.documents("train"), vocab_size, model_type)
 
 
 def split_key(snapshot: Snapshot, split: str) -> str:

@@ -1,110 +1,292 @@
-"""`python -m lm.ngram --corpus OUT/NAME [--max-order N] [--json]`: the character n-gram anchor.
+"""`python -m lm.ngram --corpus OUT/NAME [--method M] [--max-order N] [--json]`: the character n-gram anchor.
 
-A character n-gram model with Witten-Bell interpolation, trained on a snapshot's train text (the
-split's records joined as `lm.corpus` joins them) and scored in bits per character on the same
-dev and test text as `lm.scoring.evaluate`, so a neural model's figure has an honest floor to
-beat. The order (1..N) is the one with the lowest dev bits per character; test is scored once,
-at that order.
+A character n-gram model trained on a snapshot's train text (the split's records joined as
+`lm.corpus` joins them) and scored in bits per character on the same dev and test text as
+`lm.scoring.evaluate`, so a neural model's figure has an honest floor to beat: the strongest
+classical model of the same text. The order is the one with the lowest dev bits per character;
+test is scored once, at that order.
 
-Witten-Bell: for a history h seen `c(h)` times followed by `t(h)` distinct characters,
-`P(x | h) = (c(h x) + t(h) P(x | h')) / (c(h) + t(h))`, where h' is h without its oldest
-character; below order 1 the distribution is uniform over the train characters plus one symbol
-for every character never seen in train (which therefore share one probability: a test
-character outside the train alphabet is rare in these corpora, and this favours the n-gram, not
-the models it anchors). Histories never seen fall through to the next lower order, and the first
-characters of a text use the history they have. The probabilities over the vocabulary sum to 1
-for every history (tested). Exit codes: 0 ok, 1 failure (empty split), 2 usage.
+`--method modified-kneser-ney` (the default; Chen & Goodman 1998, interpolated). The model of
+order K, for a history h of k - 1 characters (h' is h without its oldest character):
+`P_k(x | h) = max(a(h x) - D(a(h x)), 0) / A(h) + gamma(h) P_{k-1}(x | h')`, `A(h) = sum_y a(h y)`,
+`gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3+ N3+(h.)) / A(h)`, where a is the raw count at k = K and
+the continuation count N1+(. h x) (distinct characters seen before h x) below K: a lower order
+matters where the longer history has little evidence, so what should count there is in how many
+contexts h x occurs, not how often. Nj(h.) is the number of distinct next characters whose count
+a is j (3+: at least 3). Each order and kind of count has its own D(1) = D1, D(2) = D2,
+D(3 or more) = D3+ from the count-of-counts n1..n4 of a: Y = n1 / (n1 + 2 n2), D1 = 1 - 2Y n2/n1,
+D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (one left undefined by a zero count-of-count is Y, or 0.5;
+each is kept in [0.01, its count], so every character keeps some probability).
+`--method witten-bell`: `P_k(x | h) = (c(h x) + t(h) P_{k-1}(x | h')) / (c(h) + t(h))` with the
+raw count c at every order and t(h) the distinct characters seen after h.
+
+Both: below order 1 the distribution is uniform over the train characters plus one symbol for
+every character never seen in train (which therefore share one probability: a test character
+outside the train alphabet is rare in these corpora, and this favours the n-gram, not the models
+it anchors). A history never seen falls through to the next lower order (for modified KN, its
+continuation level), and the first characters of a text use the history they have (the model of
+the highest order it allows). The probabilities over the vocabulary sum to 1 for every history
+(tested). The orders tried are 1..N; while the best is N, N grows by `WIDEN` (up to
+`MAX_ORDER`), so the choice is not cut off by the range. Counting is vectorised: a k-gram's id is
+the rank of (id of its last k - 1 characters, its first character), so each order is one sort.
+Exit codes: 0 ok, 1 failure (empty split), 2 usage.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from collections import Counter
-from typing import Any
+from typing import Any, Iterator, NamedTuple
+
+import numpy as np
 
 from lm.corpus import open_snapshot
 from lm.errors import DataError, UsageError, run_cli
 
 UNSEEN = "\uffff"  # the one symbol that stands for every character not seen in train
+KN, WB = "modified-kneser-ney", "witten-bell"
+METHODS = {KN: "character n-gram, interpolated modified Kneser-Ney",
+           WB: "character n-gram, Witten-Bell interpolation"}
+START_ORDER, WIDEN, MAX_ORDER = 16, 4, 48
+MIN_DISCOUNT = 0.01  # keeps gamma(h) > 0, so every character keeps some probability
+
+
+class Table(NamedTuple):
+    """One order's counts as one level of the interpolation uses them. Index -1 (an n-gram or
+    history not in train) reads the zero appended to each array."""
+    count: np.ndarray     # per k-gram: its count (raw or continuation), then 0
+    discount: np.ndarray  # D(0), D(1), D(2), D(3+): what a count of that size gives up
+    gamma: np.ndarray     # per history: the mass given to the lower order, times `den`, then 0
+    den: np.ndarray       # per history: the normaliser (0: never seen, fall through), then 0
+
+    def apply(self, hist: np.ndarray, grams: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        """P(x | h) at every position from the history ids, k-gram ids and the lower order's P."""
+        den = self.den[hist]
+        c = self.count[grams]
+        num = c - self.discount[np.minimum(c, 3)] + self.gamma[hist] * lower
+        return np.where(den > 0, num / np.maximum(den, 1), lower)
+
+
+def discounts(counts: np.ndarray) -> np.ndarray:
+    """[0, D1, D2, D3+] of modified Kneser-Ney from the count-of-counts of `counts`."""
+    n1, n2, n3, n4 = np.bincount(counts, minlength=5)[1:5].astype(float)
+    y = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.5
+    d = [1 - 2 * y * n2 / n1 if n1 else y, 2 - 3 * y * n3 / n2 if n2 else y, 3 - 4 * y * n4 / n3 if n3 else y]
+    return np.array([0.0] + [min(max(x, MIN_DISCOUNT), j + 1) for j, x in enumerate(d)])
+
+
+def _padded(a: np.ndarray) -> np.ndarray:
+    return np.append(a, np.zeros(1, a.dtype))
+
+
+def kn_table(counts: np.ndarray, gram_hist: np.ndarray, n_hist: int) -> Table:
+    d = discounts(counts)
+    gamma = np.bincount(gram_hist, d[np.minimum(counts, 3)], n_hist)
+    den = np.bincount(gram_hist, counts, n_hist).astype(np.int64)
+    return Table(_padded(counts.astype(np.int64)), d, _padded(gamma), _padded(den))
+
+
+def wb_table(counts: np.ndarray, gram_hist: np.ndarray, n_hist: int) -> Table:
+    types = np.bincount(gram_hist, minlength=n_hist)
+    den = np.bincount(gram_hist, counts, n_hist).astype(np.int64) + types
+    return Table(_padded(counts.astype(np.int64)), np.zeros(4), _padded(types.astype(float)), _padded(den))
+
+
+def _histories(ids: np.ndarray, k: int) -> np.ndarray:
+    """The id of the k - 1 characters before each position, from the (k-1)-gram ids (-1: none)."""
+    if k == 1:
+        return np.zeros(len(ids), np.int64)  # the empty history, there at every position
+    return np.concatenate([np.full(1, -1, np.int64), ids[:-1]])
+
+
+def _candidates(prev: np.ndarray, chars: np.ndarray, k: int, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each position's k-gram as one key, (id of its last k - 1 characters) * base + its first
+    character, and where that key exists (a full k-gram of known characters)."""
+    m, start = len(chars), min(k - 1, len(chars))
+    p, c = prev[start:], chars[:max(0, m - k + 1)]
+    keys, valid = np.full(m, -1, np.int64), np.zeros(m, bool)
+    keys[start:] = p * base + c
+    valid[start:] = (p >= 0) & (c >= 0)
+    return keys, valid
+
+
+def check_options(max_order: int, method: str) -> None:
+    if max_order < 1:
+        raise UsageError(f"--max-order must be at least 1, not {max_order}")
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
 class CharNgram:
-    """Interpolated Witten-Bell character n-gram of orders 1..`max_order`."""
+    """Interpolated character n-gram of orders 1..`max_order` (`method`: KN or WB)."""
 
-    def __init__(self, text: str, max_order: int = 8):
-        if max_order < 1:
-            raise UsageError(f"--max-order must be at least 1, not {max_order}")
+    def __init__(self, text: str, max_order: int = 8, method: str = KN):
+        check_options(max_order, method)
         if not text:
             raise DataError("no train text for the n-gram model")
-        self.max_order = max_order
+        self.method = method
         self.vocab = sorted(set(text) | {UNSEEN})
-        self.counts: Counter[str] = Counter()      # n-gram (history + next char) -> count
-        self.totals: Counter[str] = Counter()      # history -> count as a history
-        self.types: Counter[str] = Counter()       # history -> distinct next characters
-        for k in range(1, max_order + 1):
-            grams = Counter(text[i - k + 1:i + 1] for i in range(k - 1, len(text)))
-            self.counts.update(grams)
-            for g, n in grams.items():
-                self.totals[g[:-1]] += n
-                self.types[g[:-1]] += 1
+        self._alphabet = np.array(sorted(ord(c) for c in set(text)), np.int64)
+        self._unseen = int(np.searchsorted(self._alphabet, ord(UNSEEN))) if UNSEEN in text else -1
+        self._text = self.encode(text)
+        self._ids = np.zeros(len(text), np.int64)  # the ids of the top order's grams in train
+        self._top_hist = (np.zeros(0, np.int64), 1)  # the top order's gram -> history, history count
+        self._keys: list[np.ndarray] = []   # per order: its k-grams' keys, sorted (id = index)
+        self._raw: list[Table] = []         # per order: raw counts (every order of Witten-Bell)
+        self._cont: list[Table] = []        # per order below the top: continuation counts (KN)
+        self.max_order = 0
+        self.extend(max_order)
+
+    def encode(self, text: str) -> np.ndarray:
+        """The index of each character in the train alphabet; a character not in it: UNSEEN's."""
+        cp = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
+        idx = np.searchsorted(self._alphabet, cp).clip(max=len(self._alphabet) - 1)
+        return np.where(self._alphabet[idx] == cp, idx, self._unseen)
+
+    def extend(self, max_order: int) -> None:
+        """Count orders up to `max_order` (the lower ones are kept)."""
+        while self.max_order < max_order:
+            self._add_order()
+
+    def _add_order(self) -> None:
+        k, base = self.max_order + 1, len(self._alphabet)
+        n_hist = len(self._keys[-1]) if self._keys else 1
+        hist = _histories(self._ids, k)
+        keys, valid = _candidates(self._ids, self._text, k, base)
+        uniq, inv, counts = np.unique(keys[valid], return_inverse=True, return_counts=True)
+        gram_hist = np.zeros(len(uniq), np.int64)
+        gram_hist[inv] = hist[valid]
+        if self.method == KN and k > 1:
+            # the continuation count of a (k-1)-gram: the distinct k-grams that extend it leftwards
+            cont = np.bincount(uniq // base, minlength=len(self._keys[-1]))
+            self._cont.append(kn_table(cont, *self._top_hist))
+        self._raw.append((kn_table if self.method == KN else wb_table)(counts, gram_hist, n_hist))
+        self._keys.append(uniq)
+        self._ids = np.full(len(self._text), -1, np.int64)
+        self._ids[valid] = inv
+        self._top_hist = (gram_hist, n_hist)
+        self.max_order = k
+
+    def _lookup(self, k: int, prev: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """The train ids of the k-grams ending at each position of `chars` (-1: not in train)."""
+        keys, valid = _candidates(prev, chars, k, len(self._alphabet))
+        known = self._keys[k - 1]
+        if not len(known):  # an order longer than the train text
+            return np.full(len(chars), -1, np.int64)
+        pos = np.searchsorted(known, keys).clip(max=len(known) - 1)
+        return np.where(valid & (known[pos] == keys), pos, -1)
+
+    def _orders(self, chars: np.ndarray, tops: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """(K, P(each character | its history) under the model of order K) for K in `tops`, in
+        one pass: the lower levels (continuation counts for KN) are shared by every K."""
+        m, top = len(chars), max(tops)
+        lower = np.full(m, 1.0 / len(self.vocab))
+        ids = np.zeros(m, np.int64)
+        first = np.zeros(min(m, top))  # first[i]: P at position i under order i + 1, its full history
+        for k in range(1, top + 1):
+            hist = _histories(ids, k)
+            ids = self._lookup(k, ids, chars)
+            raw = self._raw[k - 1]
+            if k <= m:
+                first[k - 1] = raw.apply(hist[k - 1:k], ids[k - 1:k], lower[k - 1:k])[0]
+            if k in tops:
+                p = raw.apply(hist, ids, lower)
+                p[:k - 1] = first[:k - 1]  # a short history: the highest order it allows
+                yield k, p
+            if k < top:
+                lower = (self._cont if self.method == KN else self._raw)[k - 1].apply(hist, ids, lower)
 
     def probs(self, history: str, char: str) -> list[float]:
         """P(char | the last k - 1 characters of history) for k = 1..max_order (shorter history:
         the highest order it allows, repeated)."""
-        if char not in self.counts:
-            char = UNSEEN
-        p = 1.0 / len(self.vocab)
-        out = []
-        for k in range(1, self.max_order + 1):
-            if k - 1 <= len(history):
-                h = history[len(history) - (k - 1):] if k > 1 else ""
-                total = self.totals.get(h, 0)
-                if total:
-                    t = self.types[h]
-                    p = (self.counts.get(h + char, 0) + t * p) / (total + t)
-            out.append(p)
-        return out
+        chars = self.encode(history + char)
+        return [float(p[-1]) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
 
     def bits_per_char(self, text: str) -> list[float]:
         """Bits per character of `text` at every order 1..max_order (index 0 is order 1)."""
         if not text:
             raise DataError("no text to score")
-        nll = [0.0] * self.max_order
-        span = self.max_order - 1
-        for i, c in enumerate(text):
-            for k, p in enumerate(self.probs(text[max(0, i - span):i], c)):
-                nll[k] -= math.log2(p)
-        return [x / len(text) for x in nll]
+        chars = self.encode(text)
+        return [float(-np.log2(p).sum() / len(text)) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
+
+    def next_probs(self, history: str, order: int) -> tuple[str, np.ndarray]:
+        """(the train characters, P(each | history)) under the model of `order` (a shorter
+        history: the highest order it allows). UNSEEN is left out: it stands for characters the
+        model cannot write, so the probabilities sum to a little under 1."""
+        order = min(order, len(history) + 1)
+        h = self.encode(history[len(history) - order + 1:] if order > 1 else "")
+        cand = np.array([i for i in range(len(self._alphabet)) if i != self._unseen], np.int64)
+        # one pass over blocks "h x" for every candidate x: each x is read after exactly h
+        chars = np.concatenate([np.append(h, x) for x in cand])
+        (_, p), = self._orders(chars, {order})
+        return "".join(chr(self._alphabet[i]) for i in cand), p[order - 1::order]
+
+    def sample(self, prompt: str, n_chars: int, order: int, temperature: float = 1.0, seed: int = 0) -> str:
+        """`n_chars` characters after `prompt`, each drawn from the model of `order` at
+        `temperature` (seeded: the same call writes the same text)."""
+        rng, out = np.random.default_rng(seed), prompt
+        for _ in range(n_chars):
+            chars, p = self.next_probs(out, order)
+            logits = np.log(p) / temperature
+            q = np.exp(logits - logits.max())
+            out += chars[rng.choice(len(chars), p=q / q.sum())]
+        return out[len(prompt):]
+
+    def bits_per_char_at(self, text: str, order: int) -> float:
+        """Bits per character of `text` under the model of `order` alone."""
+        if not text:
+            raise DataError("no text to score")
+        if not 1 <= order <= self.max_order:
+            raise UsageError(f"order {order} is outside 1..{self.max_order}")
+        (_, p), = self._orders(self.encode(text), {order})
+        return float(-np.log2(p).sum() / len(text))
 
 
-def anchor(corpus: str, max_order: int = 8) -> dict[str, Any]:
+def dev_curve(model: CharNgram, dev: str, cap: int = MAX_ORDER) -> list[float]:
+    """Dev bits per character at orders 1..N, N widened (the model counts more orders) while the
+    top order is best, so the choice is not cut off by the range; its argmin + 1 is the order."""
+    by_order = model.bits_per_char(dev)
+    while int(np.argmin(by_order)) + 1 == model.max_order < cap:
+        model.extend(min(cap, model.max_order + WIDEN))
+        by_order = model.bits_per_char(dev)
+    return by_order
+
+
+def fit(train: str, dev: str, test: str, max_order: int = START_ORDER, method: str = KN,
+        cap: int = MAX_ORDER) -> dict[str, Any]:
+    """Count train, choose the order on dev (`dev_curve`), then score test once at that order."""
+    model = CharNgram(train, max_order, method)
+    dev_bpc = dev_curve(model, dev, cap)
+    order = int(np.argmin(dev_bpc)) + 1
+    return {"model": METHODS[method], "method": method, "order": order,
+            "dev_bits_per_char": dev_bpc[order - 1], "test_bits_per_char": model.bits_per_char_at(test, order),
+            "dev_bits_per_char_by_order": dev_bpc,  # unrounded: its argmin is the order (rounding ties)
+            "train_chars": len(train)}
+
+
+def anchor(corpus: str, max_order: int = START_ORDER, method: str = KN) -> dict[str, Any]:
     """The n-gram of a snapshot: order chosen on dev, then dev and test bits per character."""
+    check_options(max_order, method)
     snap = open_snapshot(corpus)
     train, dev, test = (snap.text(s) for s in ("train", "dev", "test"))
     if not dev or not test:
         raise DataError(f"{snap.root}: the n-gram anchor needs non-empty dev and test splits")
-    model = CharNgram(train, max_order)
-    dev_bpc = model.bits_per_char(dev)
-    order = min(range(max_order), key=lambda k: dev_bpc[k]) + 1
-    test_bpc = model.bits_per_char(test)[order - 1]
-    return {"model": "character n-gram, Witten-Bell interpolation", "order": order,
-            "dev_bits_per_char": dev_bpc[order - 1], "test_bits_per_char": test_bpc,
-            "dev_bits_per_char_by_order": [round(x, 4) for x in dev_bpc], "train_chars": len(train),
-            "corpus": {"name": snap.name, "version": snap.version}}
+    return fit(train, dev, test, max_order, method) | {"corpus": {"name": snap.name, "version": snap.version}}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lm.ngram", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True, help="OUT/NAME (follows LATEST) or a version folder")
-    p.add_argument("--max-order", type=int, default=8, help="orders 1..N are tried on dev (8)")
+    p.add_argument("--method", choices=list(METHODS), default=KN, help=f"the smoothing ({KN})")
+    p.add_argument("--max-order", type=int, default=START_ORDER,
+                   help=f"orders 1..N are tried on dev, N widened by {WIDEN} while it is best, "
+                        f"up to {MAX_ORDER} ({START_ORDER})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    r = anchor(args.corpus, args.max_order)
+    r = anchor(args.corpus, args.max_order, args.method)
     print(json.dumps(r) if args.json else
-          f"{r['corpus']['name']}: order {r['order']} (chosen on dev), dev {r['dev_bits_per_char']:.4f}, "
-          f"test {r['test_bits_per_char']:.4f} bits/char")
+          f"{r['corpus']['name']}: {args.method} order {r['order']} (chosen on dev), "
+          f"dev {r['dev_bits_per_char']:.4f}, test {r['test_bits_per_char']:.4f} bits/char")
     return 0
 
 

@@ -16,7 +16,7 @@ callers load it, `lm.loader.load_model` for a MODEL path).
   scores all its tokens, each later one only its last `stride` tokens, which therefore see at
   least `context - stride` tokens of context.
 * `texts_bits_per_char(...)`: each text on its own, scored as `evaluate` scores a split (used by
-  the distillation judge). Every window becomes one row; rows are padded to the smallest of a few
+  bench/equal_terms.py). Every window becomes one row; rows are padded to the smallest of a few
   length buckets and stacked into batches of about `tokens_per_batch` tokens, so one jitted
   scorer is compiled once per bucket (a handful of shapes) instead of once per length, and short
   texts do not pay for long ones' padding.

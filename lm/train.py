@@ -2,8 +2,8 @@
 
 Trains a Llama-style model on a corpus snapshot's train split and keeps in RUN:
 
-* `tokenizer.model`: SentencePiece trained on the train split (plus `--augmented` text), never on
-  dev or test;
+* `tokenizer.model`: SentencePiece trained on the train split's real text, never on dev, test or
+  `--augmented` text (so runs with and without it share one vocabulary);
 * `run.json`: model and training settings, parameter count, `"devices"`, corpus name, version and
   folder, tokenizer (type, vocabulary size, sha256);
 * `metrics.jsonl`: one line per `--log-every` steps (`step, loss, lr, tokens_per_s, train_seconds, elapsed`)
@@ -44,10 +44,10 @@ from lm.checkpoint import RESUME_DIR
 from lm.corpus import Snapshot, augmenter_kinds, open_snapshot, read_columns
 from lm.data import Batches, Pool, pack, token_stream
 from lm.errors import DataError, UsageError, run_cli
-from lm.fit import TrainSettings, dev_set, optim_for, train_into, train_pool
+from lm.fit import TrainSettings, dev_set, optim_for, real_tokenizer, train_into, train_pool
 from lm.model import ModelConfig, preset
 from lm.run import check_fixed, data_record, read_run
-from lm.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
+from lm.tokenizer import MODEL_FILE, Tokenizer
 from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, resume_step
 
 MODEL_FLAGS = {"dim": "dim", "layers": "n_layers", "heads": "n_heads", "hidden": "hidden_dim",
@@ -145,11 +145,7 @@ class Run:
         path = self.out / MODEL_FILE
         if path.is_file():
             return Tokenizer.load(path)
-        s = self.settings
-        texts = self.snapshot.documents("train")  # train only: dev and test never shape the vocabulary
-        if s.augmented:
-            texts = texts + self.augmented_texts()
-        tok = train_tokenizer(texts, s.vocab_size, s.tokenizer)
+        tok = real_tokenizer(self.snapshot, self.settings.vocab_size, self.settings.tokenizer)
         self.out.mkdir(parents=True, exist_ok=True)
         tok.save(path)
         return tok

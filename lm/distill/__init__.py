@@ -1,18 +1,20 @@
 """`python -m lm.distill --corpus OUT/NAME --out RUN [options]`: augmentation plus distillation.
 
 From a corpus snapshot and its augmented text (`python -m pipelines.augment`; run here when
-missing), a small student that learns from a large teacher, which also judges which augmented
-text is worth learning from:
+missing), a small student that learns from a large teacher, on real text plus the augmented
+text that cross-fitted n-gram judges find worth learning from:
 
 1. Tokenizer: SentencePiece on the train split plus the augmented text (never dev or test);
    with `--teacher RUN`, that run's tokenizer (token-level distillation needs one vocabulary).
-2. Judges (`judge`): two models of the `judge` preset, each trained on one seeded half of the
-   train records. A variant is scored (bits per character, batched and jitted, `lm.scoring`) by
-   the judge that never saw its parent, and kept when no worse than the `--keep-quantile` Q
-   quantile of that judge's scores of the other half's real sentences (default 1.0: only
-   variants worse than every sampled real sentence go; a tighter filter did not beat a random
-   one in bench/augment_study.py). No judge ever scores
-   text it trained on: every call checks it by id against the judge's `run.json` `data`.
+2. Judges (`judge`): two interpolated modified Kneser-Ney character n-grams (`lm.ngram`), each
+   counted on one seeded half of the train records, its order chosen on real dev (never
+   augmented, never a parent); no model is trained for judging. A variant is scored (bits per
+   character of its text on its own) by the judge that never saw its parent, and kept when no
+   worse than the `--keep-quantile` Q quantile of that judge's scores of a sample of the other
+   half's real sentences (default 1.0: only variants worse than every sampled real sentence go;
+   a tighter filter did not beat a random one in bench/augment_study.py). No judge ever scores
+   text it counted: every call checks it by id against the judge's `data` record
+   (`RUN/judge/NAME.json`).
 3. Teacher (`teachers`): trained here with the `teacher` preset on real train text only, to
    convergence (dropout, early stopping on dev); or `--teacher RUN` (one of our run folders) or
    `--teacher-hf PATH` (a local Hugging Face causal LM, safetensors only, no remote code). What

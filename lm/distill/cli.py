@@ -8,16 +8,13 @@ from dataclasses import Field, asdict
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-import numpy as np
 
 from lm import parallel
 from lm.corpus import augmenter_kinds, open_snapshot
 from lm.errors import DataError, run_cli
-from lm.generate import generate
-from lm.loader import load_model
 from lm.ngram import anchor
 
-from lm.distill import report as distill_report, teachers
+from lm.distill import report as distill_report, samples, teachers
 from lm.distill.arms import ARM_OPTIONS, arms_epilog
 from lm.distill.config import PRESETS, Settings, flag, options, resolve_settings
 from lm.distill.judge import train_judges
@@ -80,7 +77,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     aug_rows = read_variants(aug_dir)
     if not aug_rows:
         raise DataError(f"no augmented variants in {aug_dir}")
-    tok = run_tokenizer(run, s, snapshot, [r["text"] for r in aug_rows])
+    tok = run_tokenizer(run, s, snapshot)
     ws = Workspace(run, snapshot, s, tok, args.quiet, t0)
     ws.log(f"{snapshot.name} {snapshot.version}: {len(aug_rows):,} augmented variants, "
            f"tokenizer {tok.vocab_size} pieces")
@@ -101,30 +98,20 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         preset=s.preset, teacher_source=s.teacher_hf or s.teacher or "trained here (teacher preset)",
         teacher_logits=plan.describe(s.tail), teacher_cache=plan.cache.stats() if plan.cache else None,
         teacher_data=(ws.done("teacher") or {}).get("data"), refused=refused,
-        judges={j.name: {"records": len(j.info["data"]["records"]), "params": j.model.cfg.n_params(),
-                         "best_step": (ws.done(j.name) or {}).get("best_step")} for j in judges},
-        samples=samples(ws, arm_model("student", 0)), samples_model=arm_model("student", 0),
-        samples_temperature=SAMPLE_TEMPERATURE, settings=s.stored(), student_model=loop.student_cfg.to_dict(),
+        judges={j.name: j.describe(real) for j, real in zip(judges, loop.real_bpc)},
+        **reader_samples(ws, ngram["order"]), settings=s.stored(), student_model=loop.student_cfg.to_dict(),
         wall_seconds=round(time.perf_counter() - t0, 1))
     distill_report.write(run, report, curves)
     return report
 
 
-SAMPLE_TEMPERATURE = 0.8
-
-
-def samples(ws: Workspace, name: str, n: int = 4, words: int = 4, tokens: int = 60) -> list[dict[str, str]]:
-    """A few continuations by model `name` of the first words of seeded dev sentences, for a reader."""
-    recs = [r for r in ws.snapshot.records("dev") if len(r["text"].split(" ")) > words + 3]
-    if not recs:
-        return []
-    model = load_model(ws.models / name)
-    out = []
-    for k, i in enumerate(np.random.default_rng([ws.settings.seed, 23]).permutation(len(recs))[:n]):
-        prompt = " ".join(recs[i]["text"].split(" ")[:words]) + " "
-        text = generate(model, prompt, max_tokens=tokens, temperature=SAMPLE_TEMPERATURE, seed=ws.settings.seed + k)
-        out.append({"prompt": prompt, "continuation": text})
-    return out
+def reader_samples(ws: Workspace, order: int) -> dict[str, Any]:
+    """The report's samples: the student's, the n-gram's of the same prompts, their readability."""
+    name = arm_model("student", 0)
+    student = samples.model_samples(ws, name)
+    ngram = samples.ngram_samples(ws, order, student)
+    return {"samples": student, "samples_model": name, "samples_temperature": samples.SAMPLE_TEMPERATURE,
+            "ngram_samples": ngram, "readability": samples.readability(ws, student, ngram)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Each field of `Settings` says by its metadata what it is:
   the flag from its name, the type from its annotation, its help, choices and the check its value
   must pass), stored in `RUN/distill.json`;
 - `internal`: set by the command itself (the snapshot, the preset's name), stored;
-- `preset_only`: the preset's alone (batch, the judges' and teacher's schedules, sample sizes),
+- `preset_only`: the preset's alone (batch, the teacher's schedule, sample sizes),
   neither an option nor stored: the preset's name is.
 
 A preset only supplies defaults: the model shapes plus a mapping of field -> value. A field with
@@ -101,14 +101,12 @@ class Settings:
                                     "distillation", None, path=True, exclusive="teacher")
     # at most: every model stops early once dev stops improving
     student_steps: int = option("steps of every student and baseline, at most", check=AT_LEAST_1)
-    judge_steps: int = option("steps of each judge, at most", check=AT_LEAST_1)
     teacher_steps: int = option("steps of the teacher trained here (real text only), at most", check=AT_LEAST_1)
     # chosen on dev for students and baselines alike (bench/tune.py)
     student_lr: float = option("peak learning rate of every student and baseline", check=POSITIVE)
     student_dropout: float = option("dropout of every student and baseline", 0.0, check=SHARE)
     batch: int = preset_only("sequences per step, every model")
     teacher_lr: float = preset_only("the teacher's peak learning rate")
-    judge_lr: float = preset_only("the judges' peak learning rate")
     eval_every: int = preset_only("steps between dev evaluations (curves, best checkpoint, early stopping)")
     patience: int = preset_only("dev evaluations without a new best before a model stops")
     vocab_size: int | None = preset_only("tokenizer pieces (None: from the real text's size)", None)
@@ -160,9 +158,6 @@ class Settings:
     def teacher_model(self, vocab_size: int) -> ModelConfig:
         return shape_model(PRESETS[self.preset].teacher_shape, vocab_size)
 
-    def judge_model(self, vocab_size: int) -> ModelConfig:
-        return shape_model(PRESETS[self.preset].judge_shape, vocab_size)
-
 
 def shape_model(spec: ModelSpec, vocab_size: int) -> ModelConfig:
     name, overrides = spec
@@ -187,7 +182,6 @@ class Preset:
     name: str
     student_shape: ModelSpec
     teacher_shape: ModelSpec
-    judge_shape: ModelSpec    # the two cross-fitted judges, each on half of train
     values: Mapping[str, Any]
 
     def defaults(self) -> Settings:
@@ -217,29 +211,31 @@ _STUDENT = ("student", {"hidden_dim": 288, "context": 128})
 _SMALL = ("student", {"dim": 96, "n_layers": 2, "n_heads": 4, "hidden_dim": 256, "context": 128})
 _PRESETS = (
     # for tests: seconds on two cores
-    Preset("tiny", ("tiny", {}), ("tiny", {"dim": 64, "hidden_dim": 128}), ("tiny", {}), dict(
-        student_steps=16, judge_steps=12, teacher_steps=16, batch=8, student_lr=3e-3, teacher_lr=3e-3, judge_lr=3e-3,
-        seeds=2, rounds=1, aug_share=0.5, eval_every=8, patience=2, teacher_samples=40, sample_tokens=12)),
+    Preset("tiny", ("tiny", {}), ("tiny", {"dim": 64, "hidden_dim": 128}), dict(
+        student_steps=16, teacher_steps=16, batch=8, student_lr=3e-3, teacher_lr=3e-3, seeds=2, rounds=1,
+        aug_share=0.5, eval_every=8, patience=2, teacher_samples=40, sample_tokens=12)),
     # gl-ctg on two cores in at most 15 minutes, everything included (bench/README.md): the
-    # compute goes to a teacher several times the student, trained on real text; students learn
-    # from it fast. At a few hundred steps dropout only slows a student down (bench/tune.py).
-    Preset("demo", _STUDENT, ("teacher", {"dim": 224, "n_layers": 4, "n_heads": 7, "hidden_dim": 608, "context": 128}),
-           _SMALL, dict(student_steps=340, judge_steps=80, teacher_steps=400, batch=16, student_lr=3e-3,
-                        teacher_lr=3e-3, judge_lr=3e-3, seeds=3, rounds=1, aug_share=0.3, eval_every=50, patience=2,
-                        student_max_params=800_000, judge_real=600, eval_chars=30_000)),
+    # compute goes to a regularised teacher several times the student, trained on real text until
+    # its schedule ends, then to a student long enough to stop on dev. Models that stop on dev do
+    # not fit three times in the budget: one paired seed here, three in bench/distill.py.
+    Preset("demo", _STUDENT, ("teacher", {"dim": 224, "n_layers": 4, "n_heads": 7, "hidden_dim": 608, "context": 128,
+                                          "dropout": 0.2}),
+           dict(student_steps=1000, teacher_steps=1000, batch=16, student_lr=3e-3, teacher_lr=2e-3, seeds=1, rounds=1,
+                aug_share=0.3, eval_every=100, patience=3, student_max_params=800_000, judge_real=600,
+                eval_chars=30_000)),
     # the full `teacher` preset with dropout, thousands of steps stopped early on dev, five
     # seeds, up to three rounds: hours on two cores
-    Preset("full", _STUDENT, ("teacher", {"context": 128, "dropout": 0.2}), _STUDENT, dict(
-        student_dropout=0.1, student_steps=3000, judge_steps=1000, teacher_steps=3000, batch=16, student_lr=2e-3,
-        teacher_lr=1.5e-3, judge_lr=3e-3, seeds=5, rounds=3, aug_share=0.3, eval_every=100, patience=3,
+    Preset("full", _STUDENT, ("teacher", {"context": 128, "dropout": 0.2}), dict(
+        student_dropout=0.1, student_steps=3000, teacher_steps=3000, batch=16, student_lr=2e-3, teacher_lr=1.5e-3,
+        seeds=5, rounds=3, aug_share=0.3, eval_every=100, patience=3,
         student_max_params=800_000, eval_chars=150_000)),
     # bench/augment_study.py: data, not compute, is the limit. Every model trains until dev stops
     # improving or its schedule ends (many passes over a share of the corpus); small models keep
     # shares x arms x seeds near an hour on two cores.
-    Preset("study", _SMALL, ("student", {"hidden_dim": 288, "context": 128, "dropout": 0.1}), _SMALL, dict(
-        student_steps=800, judge_steps=150, teacher_steps=1000, batch=16, student_lr=3e-3, teacher_lr=3e-3,
-        judge_lr=3e-3, seeds=3, rounds=1, aug_share=0.5, eval_every=50, patience=3, judge_real=600, eval_chars=20_000,
-        own_teacher_samples=400, sample_tokens=48)),
+    Preset("study", _SMALL, ("student", {"hidden_dim": 288, "context": 128, "dropout": 0.1}), dict(
+        student_steps=800, teacher_steps=1000, batch=16, student_lr=3e-3, teacher_lr=3e-3, seeds=3, rounds=1,
+        aug_share=0.5, eval_every=50, patience=3, judge_real=600, eval_chars=20_000, own_teacher_samples=400,
+        sample_tokens=48)),
 )
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}
 check_presets(Settings, PRESETS)

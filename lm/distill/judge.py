@@ -1,12 +1,21 @@
-"""Judging augmented text with models that never trained on it: two cross-fitted judges.
+"""Judging augmented text with models that never saw it: two cross-fitted character n-grams.
 
-The train split's records are cut in two seeded halves; `judge-a` trains on half A only and
-`judge-b` on half B (the preset's judge shape, real text, early stopping on dev). A variant is
-scored by the judge that never saw its parent sentence, and each judge's keep threshold is the
-`--keep-quantile` quantile of its bits per character on (a sample of) the other half's real
-sentences. So every score is out of sample: the threshold is not pulled down by memorised
-sentences, and variants of memorised parents get no favour. Every call checks it by id against
-the judge's `run.json` `data` record (`lm.run.seen_by`) and stops with a `LeakError` otherwise.
+The train split's records are cut in two seeded halves. `judge-a` is an interpolated modified
+Kneser-Ney character n-gram (`lm.ngram.CharNgram`) counted on half A's records alone (joined with
+the corpus separator, as `lm.corpus` joins a split), `judge-b` one counted on half B's; each one's
+order is the one with the lowest bits per character on the real dev split, which is never
+augmented and never a parent, so the choice sees no text it will judge. Nothing is trained by
+gradient: counting is cheap, so a re-run counts the same records again and reads the order back.
+`RUN/judge/NAME.json` keeps each judge's method, order, dev curve and `data` record (which train
+records it counted, `lm.run.data_record`).
+
+A variant is scored by the judge that never saw its parent sentence: bits per character of the
+variant's text on its own (its first characters use the history they have; no separator around
+it). Each judge's keep threshold is the `--keep-quantile` quantile of its bits per character on a
+seeded sample of the other half's real sentences. So every score is out of sample: the threshold
+is not pulled down by memorised sentences, and variants of memorised parents get no favour. Every
+call checks it by id against the judge's `data` record (`lm.run.seen_by`) and stops with a
+`LeakError` otherwise.
 
 Scores are kept in the run (`RUN/judge/real_bpc-NAME.npy`, `RUN/rounds/rN/judged.parquet` with
 `bits_per_char`, `judge` and `kept`), so a re-run reads them back instead of judging again.
@@ -21,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from lm.data import Batches, real_pool
-from lm.loader import FlaxModel, load_model
-from lm.run import data_record, read_run, seen_by
-from lm.scoring import texts_bits_per_char
+from common.files import read_json, write_json
+from lm.errors import DataError
+from lm.ngram import KN, METHODS, START_ORDER, CharNgram, dev_curve
+from lm.run import data_record, seen_by
 
 from lm.distill.variants import VARIANT_COLUMNS, write_variants
 from lm.distill.workspace import Workspace
@@ -39,9 +48,17 @@ class LeakError(RuntimeError):
 @dataclass(frozen=True)
 class Judge:
     name: str
-    half: int                 # the half of train it trained on
-    model: FlaxModel
-    info: dict[str, Any]      # its run.json (the `data` record)
+    half: int                 # the half of train it counted
+    model: CharNgram          # counted on that half's records alone
+    order: int                # the n-gram order it scores with, chosen on dev
+    info: dict[str, Any]      # RUN/judge/NAME.json: method, order, dev curve, the `data` record
+
+    def describe(self, real_bpc: np.ndarray) -> dict[str, Any]:
+        """The report's entry: method, order, train records counted, dev and median bits per
+        character of its real sample (the other half's sentences, `real_scores`)."""
+        return {"method": self.info["method"], "order": self.order, "records": len(self.info["data"]["records"]),
+                "dev_bits_per_char": self.info["dev_bits_per_char"],
+                "real_median_bits_per_char": float(np.nanmedian(real_bpc)) if len(real_bpc) else None}
 
 
 @dataclass(frozen=True)
@@ -93,36 +110,48 @@ def halves(ws: Workspace) -> dict[str, int]:
 
 
 def train_judges(ws: Workspace) -> list[Judge]:
-    """`judge-a` and `judge-b`, each on its half of the train records (trained or read back)."""
-    s, half_of = ws.settings, halves(ws)
-    cfg = s.judge_model(ws.tok.vocab_size)
-    judges = []
-    for h, name in enumerate(JUDGES):
-        if not ws.done(name):
-            recs = [r for r in ws.snapshot.records("train") if half_of[r["id"]] == h]
-            pool = real_pool(ws.tok, [ws.snapshot.separator.join(r["text"] for r in recs)], cfg.context,
-                             f"{ws.key('train')}/half{h}-{ws.settings.seed}")
-            ws.log(f"{name}: {cfg.n_params():,} params on half {'AB'[h]} of train ({len(recs):,} records), "
-                   f"at most {s.judge_steps} steps")
-            summary = ws.train(name, cfg, ws.schedule(name, s.judge_steps, s.judge_lr), Batches(pool, s.batch,
-                               ws.settings.seed + h), ws.dev(cfg.context), seed=ws.settings.seed + h,
-                               data_used=data_record(ws.snapshot, ["train"], [r["id"] for r in recs]),
-                               describe={"data": f"real, half {'AB'[h]}"})
-            ws.mark_done(name, summary.to_dict())
-        judges.append(Judge(name, h, load_model(ws.models / name), read_run(ws.models / name) or {}))
-    return judges
+    """`judge-a` and `judge-b`: each a modified Kneser-Ney character n-gram counted on its half of
+    the train records, its order chosen on dev (on a re-run: read back, the records counted again)."""
+    half_of, recs = halves(ws), ws.snapshot.records("train")
+    return [count_judge(ws, name, h, [r for r in recs if half_of[r["id"]] == h]) for h, name in enumerate(JUDGES)]
+
+
+def count_judge(ws: Workspace, name: str, h: int, recs: list[dict]) -> Judge:
+    """One judge on the records `recs` of half `h`; `RUN/judge/NAME.json` records it."""
+    path = ws.run / "judge" / f"{name}.json"
+    text = ws.snapshot.separator.join(r["text"] for r in recs)
+    data = data_record(ws.snapshot, ["train"], [r["id"] for r in recs])
+    if path.is_file():
+        info = read_json(path)
+        if info["data"] != data:  # the halves follow the seed and snapshot, both fixed at creation
+            raise DataError(f"{path}: counted on other records than half {'AB'[h]} of this run's train split")
+        return Judge(name, h, CharNgram(text, info["order"], info["method"]), info["order"], info)
+    dev = ws.snapshot.text("dev")
+    if not dev:
+        raise DataError(f"{ws.snapshot.root}: the judges' n-gram order is chosen on dev, and dev is empty")
+    t = time.perf_counter()
+    model = CharNgram(text, START_ORDER, KN)
+    by_order = dev_curve(model, dev)
+    order = int(np.argmin(by_order)) + 1
+    info = {"name": name, "method": KN, "model": METHODS[KN], "half": "AB"[h], "order": order,
+            "dev_bits_per_char": by_order[order - 1], "dev_bits_per_char_by_order": by_order,
+            "train_chars": len(text), "data": data}
+    write_json(path, info)
+    ws.log(f"{name}: {METHODS[KN]} on half {'AB'[h]} of train ({len(recs):,} records), order {order} "
+           f"(dev {by_order[order - 1]:.3f} bits/char) in {time.perf_counter() - t:.1f}s")
+    return Judge(name, h, model, order, info)
 
 
 def score(ws: Workspace, judge: Judge, texts: list[str], record_ids: Sequence[str] = (),
           variant_ids: Sequence[str] = ()) -> np.ndarray:
-    """Bits per character of each text on its own, after checking by id that `judge` never trained
-    on these records or on these variants' parents (`record_ids`) or variants (`variant_ids`)."""
+    """Bits per character of each text on its own (NaN when empty) at the judge's order, after
+    checking by id that `judge` never counted these records or these variants' parents
+    (`record_ids`) or variants (`variant_ids`)."""
     seen = seen_by(judge.info, ws.snapshot, "train", record_ids, variant_ids)
     if seen:
         raise LeakError(f"{judge.name} trained on {len(seen)} of the texts it was asked to judge "
                         f"(e.g. {sorted(seen)[0]}): a judge never scores its own training text")
-    m = judge.model
-    return texts_bits_per_char(m.nll, m.tokenizer.encode, m.tokenizer.eos_id, texts, m.context)
+    return np.asarray([judge.model.bits_per_char_at(t, judge.order) if t else math.nan for t in texts], np.float64)
 
 
 def real_scores(ws: Workspace, judges: list[Judge]) -> list[np.ndarray]:

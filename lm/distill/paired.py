@@ -50,3 +50,23 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
     d = paired_difference(ratios, np.ones_like(ratios), level)
     return {"seeds": d["seeds"], "mean": round(1.0 + d["mean"], 6),
             "ci95": [round(1.0 + x, 6) for x in d["ci95"]] if d["ci95"] else None}
+
+
+def attribution(paired: dict[str, dict[str, object]], student_pools: Sequence[str] | None) -> list[str]:
+    """Sentences saying what earned the student's difference from the baseline: distillation
+    (student - student_no_kd: the same text without the teacher) and augmentation (student -
+    student_no_aug: the same teacher without augmented text), each with its interval, as far as
+    the arms trained allow. `student_pools`: the augmented pools the student read ([] when the
+    dev-gain screen dropped every augmenter; None when not recorded)."""
+    lines = []
+    if student_pools is not None and not student_pools:
+        lines.append("The dev-gain screen dropped every augmenter: the student trained on real text only, so "
+                     "its difference from the baseline is distillation alone.")
+    named = {"student_vs_student_no_kd": "distillation", "student_vs_student_no_aug": "augmentation"}
+    for key, what in named.items():
+        if key in paired:
+            lines.append(f"What {what} earned: {sentence(key, paired[key])} (below zero: it helped).")
+    if student_pools and not any(k in paired for k in named):
+        lines.append("Which of distillation and augmentation earned the student's gain is not measured in "
+                     "this run (`--ablations` trains the arms that split it).")
+    return lines

@@ -3,11 +3,13 @@
 `report.json` = {"corpus", "version", "preset", "rounds": [...], "models": {NAME: {"params",
 "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}}, "paired":
 {"A_vs_B": {"seeds", "mean", "sd", "ci95", "differences"}}, "augmenters": {NAME: {"variants",
-"kept", "kept_fraction"}}} plus a few extra keys (settings, teacher cache, judges, samples, wall
-time). An arm trained with several seeds (`student`, `baseline`, ...) reports the means over its
-seeds, with `dev_sd`, `test_sd`, `seeds` and `per_seed`; `ngram` is the character n-gram anchor
-(with its `method` and `order`). Plots: `dev_bpc.png` (dev bits per character against step: the teacher, the
-judges and every arm's first seed, from each model's metrics.jsonl) and `kept_fraction.png`.
+"kept", "kept_fraction"}}} plus a few extra keys (settings, teacher cache, samples, wall time,
+and `judges`: per cross-fitted Kneser-Ney judge its method, order, records counted, dev bits per
+character and median bits per character on its real sample). An arm trained with several seeds
+(`student`, `baseline`, ...) reports the means over its seeds, with `dev_sd`, `test_sd`, `seeds`
+and `per_seed`; `ngram` is the character n-gram anchor (with its `method` and `order`). Plots:
+`dev_bpc.png` (dev bits per character against step: the teacher and every arm's first seed, from
+each model's metrics.jsonl) and `kept_fraction.png`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from common.files import write_json
 from lm.run import read_done
 
 from lm.distill.arms import ARMS, arm_info
-from lm.distill.paired import paired_difference, sentence, spread
+from lm.distill.paired import attribution, paired_difference, sentence, spread
 
 HEAD_ROWS = ("ngram", "teacher")  # then the arms, as `arms.ARMS` lists them
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
@@ -115,15 +117,35 @@ def sample_line(n: int, sample: dict[str, str]) -> str:
     return f"{n}. **{prompt.strip()}** {cont.strip()}"
 
 
+def judges_text(judges: dict[str, Any]) -> str:
+    """The report's words for the judges (`judge.Judge.describe`): "cross-fitted Kneser-Ney
+    judges: judge-a order O on R records, median M bits/char on the other half's sample; ..."."""
+    parts = [f"{name} order {j['order']} on {j['records']:,} records, median "
+             f"{_fmt(j.get('real_median_bits_per_char'), 3)} bits/char on the other half's sample"
+             for name, j in sorted(judges.items())]
+    return "cross-fitted Kneser-Ney judges" + (": " + "; ".join(parts) if parts else "")
+
+
+def readability_line(r: dict[str, Any]) -> str:
+    """Words of the samples found in train or dev, beside real test sentences' (the ceiling)."""
+    def part(name: str, x: dict[str, Any]) -> str:
+        share = f"{100 * x['share']:.1f}%" if x.get("share") is not None else "-"
+        return f"{name} {share} of {x['words']} words"
+    names = {"student": "the student", "ngram": "the n-gram", "real_test": "real test sentences"}
+    return "Words found in train or dev: " + ", ".join(part(n, r[k]) for k, n in names.items() if k in r) + "."
+
+
 def markdown(report: dict[str, Any]) -> str:
     s = report.get("settings", {})
     head = (f"# Distillation report: {report['corpus']} {report['version']} (preset {report['preset']})\n\n"
             f"Teacher: {report.get('teacher_source', 'trained here')}. Loss: alpha {s.get('alpha')} x CE + "
             f"(1 - alpha) x T^2 x KL ({s.get('kl')}), T = {s.get('temperature')}; keep quantile "
-            f"{s.get('keep_quantile')} (cross-fitted judges); teacher logits: {report.get('teacher_logits', '-')}. "
+            f"{s.get('keep_quantile')} ({judges_text(report.get('judges', {}))}); teacher logits: "
+            f"{report.get('teacher_logits', '-')}. "
             f"Bits per character as `lm.evaluate` (sliding windows, stride context/2) on real dev and test text; "
             f"an arm's figures are means over its paired seeds. Wall time {report.get('wall_seconds', 0):.0f} s.\n")
     paired = [f"- {sentence(k, v)} (test)" for k, v in report.get("paired", {}).items()]
+    paired += [f"- {x}" for x in report.get("attribution", []) + report.get("convergence", [])]
     refused = [f"- {k} not trained: {v}" for k, v in report.get("refused", {}).items()]
     refused += [f"- augmenter {k} dropped from the student's mixture: {a['dropped']}"
                 for k, a in sorted(report.get("augmenters", {}).items()) if a.get("dropped")]
@@ -132,6 +154,11 @@ def markdown(report: dict[str, Any]) -> str:
     if samples:
         parts += [f"## Samples from {report.get('samples_model', 'the student')} (dev prompts, temperature "
                   f"{report.get('samples_temperature')})\n", *samples, ""]
+    ngram_samples = [sample_line(i + 1, x) for i, x in enumerate(report.get("ngram_samples", []))]
+    if ngram_samples:
+        parts += ["## Samples from the n-gram anchor (the same prompts and lengths)\n", *ngram_samples, ""]
+    if report.get("readability"):
+        parts += [readability_line(report["readability"]), ""]
     return "\n".join(parts + ["## Augmenters (all rounds)\n", augmenters_table(report), "", "## Rounds\n",
                                 rounds_table(report), "", "![dev bits per character](dev_bpc.png)\n",
                                 "![kept fraction](kept_fraction.png)\n"])
@@ -213,6 +240,23 @@ def seed_dones(models_dir: Path, arm: str) -> list[dict[str, Any]]:
     return out
 
 
+def convergence(models: dict[str, Any]) -> list[str]:
+    """Which models stopped on dev (best step before their last) and which were still improving
+    when their step budget ended (budget-bound: their figures are not their best)."""
+    stopped, bound = [], []
+    for name, m in models.items():
+        seeds = m.get("per_seed")
+        for i, s in enumerate(seeds or [m]):
+            if s.get("steps") and s.get("best_step") is not None:
+                label = f"{name}-s{i}" if seeds else name
+                (bound if s["best_step"] >= s["steps"] else stopped).append(f"{label} (best step {s['best_step']} "
+                                                                           f"of {s['steps']})")
+    lines = [f"Stopped on dev: {', '.join(stopped)}."] if stopped else []
+    if bound:
+        lines.append(f"Budget-bound (best at the last step: still improving when the budget ended): {', '.join(bound)}.")
+    return lines
+
+
 def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[str, Any],
              ngram: dict[str, Any] | None = None, **head: Any) -> tuple[dict[str, Any], dict[str, list[Path]]]:
     """The report of a finished run (`head`: corpus, version, preset, ... first) and the curves to
@@ -225,10 +269,8 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     curves: dict[str, list[Path]] = {}
     teacher = read_done(models_dir / "teacher")
     if teacher:
-        models["teacher"] = {k: teacher.get(k) for k in MODEL_FIELDS}
+        models["teacher"] = {k: teacher.get(k) for k in MODEL_FIELDS + ("steps", "best_step")}
         curves["teacher"] = [models_dir / "teacher"]
-    for j in sorted(models_dir.glob("judge-*")):
-        curves[j.name] = [j]
     arms = sorted({p.name.rsplit("-s", 1)[0] for p in models_dir.glob("*-s[0-9]*")},
                   key=row_order)
     per_arm: dict[str, list[dict[str, Any]]] = {}
@@ -260,6 +302,9 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
         a["dropped"] = best_round.get("dropped", {}).get(name)
     base = models.get("baseline", {}).get("test_bits_per_char")
     ratio = round(models["student"]["test_bits_per_char"] / base, 4) if base and "student" in models else None
+    pools = per_arm["student"][0].get("pools") if "student" in per_arm else None
+    head["attribution"] = attribution(paired, pools)
+    head["convergence"] = convergence(models)
     corpus, version, preset = head.pop("corpus"), head.pop("version"), head.pop("preset")
     report = {"corpus": corpus, "version": version, "preset": preset, "rounds": rounds, "models": models,
               "paired": paired, "augmenters": augmenters, "best_round": best_round["round"],

@@ -174,16 +174,14 @@ class Rounds:
 
     def screen(self, r: int, pools: list[Pool]) -> tuple[dict[str, float], dict[str, str]]:
         """Each augmenter's dev gain before the round's student trains, measured on the teacher
-        (trained on real text; judge-a with --teacher-hf): the cosine between the dev gradient and
-        the pool's (`gain.dev_gains`). An augmenter whose gain is not positive is dropped: a step on
-        its text does not point down the dev loss. Returns (gains, dropped augmenter -> why)."""
-        if self.dev is None or not pools:
-            return {}, {}
-        probe, model = ("teacher", self.teacher) if self.teacher is not None else (self.judges[0].name,
-                                                                                    self.judges[0].model)
-        gains = dev_gains(model.cfg, model.params, self.dev.packed, pools, self.ws.settings.batch,
+        (trained on real text): the cosine between the dev gradient and the pool's
+        (`gain.dev_gains`). An augmenter whose gain is not positive is dropped: a step on its text
+        does not point down the dev loss. Returns (gains, dropped augmenter -> why)."""
+        if self.dev is None or not pools or self.teacher is None:
+            return {}, {}  # --teacher-hf: no Flax model trained on real text here to probe with
+        gains = dev_gains(self.teacher.cfg, self.teacher.params, self.dev.packed, pools, self.ws.settings.batch,
                           self.ws.settings.seed + 100 + r)
-        dropped = {a: f"dev gain {g:+.4f} <= 0 on the {probe}" for a, g in gains.items() if g <= 0}
+        dropped = {a: f"dev gain {g:+.4f} <= 0 on the teacher" for a, g in gains.items() if g <= 0}
         for a, why in dropped.items():
             self.ws.log(f"round {r}: {a} dropped ({why})")
         return gains, dropped

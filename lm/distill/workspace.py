@@ -11,32 +11,28 @@ from typing import Any
 
 from lm.corpus import Snapshot
 from lm.data import Batches, Pool
-from lm.fit import TrainSettings, dev_set, optim_for, split_key, train_into, train_pool
+from lm.fit import TrainSettings, dev_set, optim_for, real_tokenizer, split_key, train_into, train_pool
 from lm.losses import LossConfig
 from lm.model import ModelConfig
 from lm.objective import objective_for
 from lm.run import mark_done, read_done
 from lm.scoring import evaluate
-from lm.tokenizer import MODEL_FILE, Tokenizer, default_vocab_size, train_tokenizer
+from lm.tokenizer import MODEL_FILE, Tokenizer
 from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, Teacher
 
 from lm.distill.config import Settings
 
 
-def run_tokenizer(run: Path, settings: Settings, snapshot: Snapshot, aug_texts: list[str]) -> Tokenizer:
-    """RUN/tokenizer.model: SentencePiece on the train split plus the augmented text (never dev or
-    test), or the `--teacher` run's (token-level distillation needs one vocabulary)."""
+def run_tokenizer(run: Path, settings: Settings, snapshot: Snapshot) -> Tokenizer:
+    """RUN/tokenizer.model: SentencePiece on the train split's real text (`lm.fit.real_tokenizer`),
+    or the `--teacher` run's (token-level distillation needs one vocabulary)."""
     path = run / MODEL_FILE
     if path.is_file():
         return Tokenizer.load(path)
     if settings.teacher:
         tok = Tokenizer.load(Path(settings.teacher) / MODEL_FILE)
     else:
-        real = snapshot.documents("train")
-        # the size follows the real text (augmented text repeats it): 512 for gl-ctg, 1024 for
-        # tinyshakespeare; the pieces are learnt from both
-        size = settings.vocab_size or default_vocab_size(len(snapshot.separator.join(real)))
-        tok = train_tokenizer(real + aug_texts, size)
+        tok = real_tokenizer(snapshot, settings.vocab_size)
     tok.save(path)
     return tok
 

@@ -45,7 +45,7 @@ def test_a_new_field_is_a_new_option_with_its_default_from_each_preset(monkeypat
     for name, want in {"tiny": 0.05, "demo": 0.1, "full": 0.2, "study": 0.1}.items():
         assert cls(corpus="c", preset=name).warmup_share == want
     s = cls(corpus="c", preset="demo", warmup_share=0.3)
-    assert s.stored()["warmup_share"] == 0.3 and s.seeds == 3
+    assert s.stored()["warmup_share"] == 0.3 and s.seeds == PRESETS["demo"].values["seeds"]
     with pytest.raises(UsageError, match="--warmup-share must be in"):
         cls(corpus="c", preset="demo", warmup_share=1.5).check()
 
@@ -70,6 +70,16 @@ def test_every_option_is_in_the_parser_and_the_preset_only_values_are_not() -> N
     assert {n for n, k in kinds.items() if k == "option"} <= flags
     assert not {n for n, k in kinds.items() if k != "option"} - {"corpus", "preset"} & flags
     assert set(ARM_OPTIONS) <= flags
+
+
+def test_the_judges_have_no_training_settings(capsys) -> None:
+    """The judges are counted n-grams (`judge`): nothing of theirs trains, so there are no judge
+    steps, learning rate or shape; only the size of the real sample that sets the quantiles."""
+    with pytest.raises(SystemExit):
+        cli.parse_args(BASE + ["--judge-steps", "5"])
+    assert "--judge-steps" in capsys.readouterr().err
+    assert [f.name for f in dataclasses.fields(Settings) if "judge" in f.name] == ["judge_real"]
+    assert not [f.name for f in dataclasses.fields(config.Preset) if "judge" in f.name]
 
 
 def test_settings_are_fixed_at_creation_and_only_seeds_may_change(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def test_quantile_filter_holds_each_variant_to_its_own_judges_threshold() -> Non
     assert v.keep.tolist() == [False, True, False, False]
 
 
-def test_batched_judge_equals_lm_evaluate_text_by_text(tok) -> None:
+def test_texts_bits_per_char_equals_lm_evaluate_text_by_text(tok) -> None:
     """Bucketed, padded, windowed scoring gives each text the bits per character lm.evaluate gives it."""
     model = FlaxModel(CFG, init_params(CFG, 3), tok, {})
     texts = gl_lines("test", 12) + [" ".join(gl_lines("test", 30)[12:20]), "Si."]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -18,9 +17,8 @@ from tests.helpers import SYNONYMS_AND_NOISE, gl_lines, gl_split_spec, read_spli
 from lm.checkpoint import Checkpoints, RESUME_DIR
 from lm.distill import main as distill_main
 from lm.corpus import open_snapshot
-from lm.distill.judge import Judge, LeakError, score
+from lm.distill.judge import LeakError, score
 from lm.errors import run_cli
-from lm.loader import load_model
 from lm.train import main as train_main
 from pipelines.augmentation import augment_snapshot
 from pipelines.build import build
@@ -74,15 +72,21 @@ def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     models = out / "models"
     finished = {p.parent.name: stamp(p) for p in models.glob("*/DONE.json")}
     metrics = {p.parent.name: stamp(p) for p in models.glob("*/metrics.jsonl")}
+    judges = {p.name: stamp(p) for p in (out / "judge").glob("*")}
     baseline_step = Checkpoints(models / "baseline-s0", read_only=True).latest_step()
     assert run_cli(distill_main, args) == 0
-    return {"out": out, "finished": finished, "metrics": metrics, "baseline_step": baseline_step}
+    return {"out": out, "finished": finished, "metrics": metrics, "judges": judges, "baseline_step": baseline_step}
 
 
 def test_interrupted_run_resumes_without_retraining_finished_models(run: dict) -> None:
     models = run["out"] / "models"
-    # finished before the interruption: the judges, the teacher, both rounds, the first student seed
-    assert {"judge-a", "judge-b", "teacher", "student-r1", "student-r2", "student-s0"} <= set(run["finished"])
+    # finished before the interruption: the teacher, both rounds, the first student seed; the
+    # judges (n-grams, no model folder) and their real samples' scores are read back, not redone
+    assert {"teacher", "student-r1", "student-r2", "student-s0"} <= set(run["finished"])
+    assert not list(models.glob("judge-*"))
+    assert {"judge-a.json", "judge-b.json", "real_bpc-judge-a.npy", "real_bpc-judge-b.npy"} <= set(run["judges"])
+    for name, before in run["judges"].items():
+        assert stamp(run["out"] / "judge" / name) == before, f"{name} was written again"
     assert "baseline-s0" not in run["finished"] and run["baseline_step"] == 8
     for name, before in run["finished"].items():
         assert stamp(models / name / "DONE.json") == before, f"{name} was trained or evaluated again"
@@ -156,10 +160,10 @@ def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     assert {"corpus", "version", "preset", "rounds", "models", "augmenters", "paired", "samples"} <= set(report)
     assert report["corpus"] == "gldistill" and report["preset"] == "tiny" and len(report["version"]) == 12
     assert set(MODELS) <= set(report["models"])
-    assert set(report["models"]["teacher"]) == FIELDS
+    teacher_fields = FIELDS | {"steps", "best_step"}
     for name in MODELS:
         m = report["models"][name]
-        assert set(m) == (FIELDS if name == "teacher" else ARM_FIELDS), name
+        assert set(m) == (teacher_fields if name == "teacher" else ARM_FIELDS), name
         assert m["params"] > 0 and m["train_seconds"] > 0 and m["tokens_per_second"] > 0
         assert 0 < m["dev_bits_per_char"] < 20 and 0 < m["test_bits_per_char"] < 20
     assert report["models"]["teacher"]["params"] >= 3 * report["models"]["student"]["params"]
@@ -178,10 +182,18 @@ def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     md = (out / "report.md").read_text()
     assert f"student - baseline: {pair['mean']:+.3f} bits/char, 95% CI [{pair['ci95'][0]:.3f}" in md
     assert "## Samples from student-s0" in md and len(report["samples"]) >= 2
+    # the n-gram continues the same prompts for as many characters; readability beside real test text
+    assert [(x["prompt"], len(x["continuation"])) for x in report["ngram_samples"]] == \
+        [(x["prompt"], len(x["continuation"])) for x in report["samples"]]
+    assert set(report["readability"]) == {"student", "ngram", "real_test"} and "Words found in train or dev" in md
+    assert all(0 <= r["share"] <= 1 for r in report["readability"].values() if r["share"] is not None)
+    # every model says whether it stopped on dev or was still improving at its last step
+    assert report["convergence"] and all(f"{n}-s0 (best step" in md for n in ("student", "baseline"))
     assert all(f"**{x['prompt'].strip()}**" in md for x in report["samples"])
     ngram = report["models"]["ngram"]  # the character n-gram anchor, trained on the same train text
-    assert 1 <= ngram["order"] <= 8 and 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20
-    assert f"ngram (order {ngram['order']})" in md
+    assert ngram["method"] == "modified-kneser-ney" and ngram["order"] >= 1
+    assert 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20
+    assert f"n-gram (modified KN, order {ngram['order']})" in md
     assert set(report["augmenters"]) == {"noise", "synonyms", "teacher-sample"}
     for a in report["augmenters"].values():
         assert set(a) == {"variants", "kept", "kept_fraction", "dev_gain", "dropped"} and 0 <= a["kept"] <= a["variants"]
@@ -219,15 +231,22 @@ def test_arms_are_paired_and_trained_after_the_round_is_fixed(run: dict) -> None
 
 
 def test_judges_never_score_text_they_trained_on(run: dict, tmp_path: Path) -> None:
-    """Each judge trains on real text of its half of train only, and never judges a variant of a
-    sentence it trained on: shown by what the trainer is given, decoded and matched against the
-    snapshot's splits and augmented shards as read here, not only by the run.json it writes."""
+    """Each judge is the n-gram of real text of its half of train only, and never judges a variant
+    of a sentence it counted: shown by the text the n-gram is given, matched against the
+    snapshot's splits and augmented shards as read here, not only by the data record it keeps."""
     out = run["out"]
     report = json.loads((out / "report.json").read_text())
-    info = {n: json.loads((out / "models" / n / "run.json").read_text()) for n in ("judge-a", "judge-b")}
+    info = {n: json.loads((out / "judge" / f"{n}.json").read_text()) for n in ("judge-a", "judge-b")}
     trained = {n: set(i["data"]["records"]) for n, i in info.items()}
     train_ids = {r["id"] for r in open_snapshot(report["settings"]["corpus"]).records("train")}
     assert trained["judge-a"] | trained["judge-b"] == train_ids and not trained["judge-a"] & trained["judge-b"]
+    for name, i in info.items():  # the order is dev's best; the report describes the judge
+        assert i["method"] == "modified-kneser-ney" and i["order"] == int(np.argmin(i["dev_bits_per_char_by_order"])) + 1
+        real = np.load(out / "judge" / f"real_bpc-{name}.npy")
+        assert report["judges"][name] == {"method": i["method"], "order": i["order"], "records": len(trained[name]),
+                                          "dev_bits_per_char": i["dev_bits_per_char"],
+                                          "real_median_bits_per_char": pytest.approx(float(np.nanmedian(real)))}
+        assert f"{name} order {i['order']} on {len(trained[name]):,} records" in (out / "report.md").read_text()
     for r in (1, 2):
         rows = pq.read_table(out / "rounds" / f"r{r}" / "judged.parquet").to_pylist()
         assert rows and all(x["parent_id"] not in trained[x["judge"]] for x in rows)  # checked by id
@@ -240,21 +259,14 @@ def test_judges_never_score_text_they_trained_on(run: dict, tmp_path: Path) -> N
         assert thresholds["threshold_bits_per_char"] > 0
         kept_ids = {x["id"] for x in pq.read_table(out / "rounds" / f"r{r}" / "kept.parquet").to_pylist()}
         assert kept_ids == {x["id"] for x in rows if x["kept"]} and 0 < len(kept_ids) < len(rows)
-    # and the guard holds: asked to score its own half, a judge refuses
-    ws = SimpleNamespace(snapshot=open_snapshot(report["settings"]["corpus"]))
-    judge = Judge("judge-a", 0, load_model(out / "models" / "judge-a"), info["judge-a"])
-    own = sorted(trained["judge-a"])[:3]
-    with pytest.raises(LeakError, match="judge-a trained on 3"):
-        score(ws, judge, ["x"] * 3, own)
-    other = sorted(trained["judge-b"])[:3]
-    assert len(score(ws, judge, ["Unha frase.", "Outra.", "E outra máis."], other)) == 3
-    # behaviour: train_judges again with the run's settings and tokenizer, the trainer replaced by a
-    # spy that keeps what each judge would train on (the data, not the record of it)
+    # behaviour: the judges again, in a fresh folder with the run's settings, the n-gram replaced by
+    # a spy that keeps the text each judge is counted on (the data, not the record of it)
     from lm.distill import judge as judge_module
     from lm.distill.config import Settings
     from lm.distill.workspace import Workspace
+    from lm.ngram import CharNgram
     from lm.tokenizer import Tokenizer
-    snap = ws.snapshot
+    snap = open_snapshot(report["settings"]["corpus"])
     texts = {split: {r["id"]: r["text"] for r in read_split(snap.root, split)} for split in ("train", "dev", "test")}
     train_text = {t: i for i, t in texts["train"].items()}
     held_out = (set(texts["dev"].values()) | set(texts["test"].values())) - set(train_text)
@@ -263,33 +275,37 @@ def test_judges_never_score_text_they_trained_on(run: dict, tmp_path: Path) -> N
     variants = {t for f in shards for t in pq.read_table(f, columns=["text"])["text"].to_pylist()}
     variants -= set(train_text)
     assert held_out and len(variants) > 100
-    given: dict[str, tuple] = {}
+    given: list[str] = []
 
-    def spy(self: Workspace, name: str, cfg, schedule, data, dev, **kw) -> dict:
-        given[name] = (data, kw["data_used"])
-        return SimpleNamespace(to_dict=lambda: {"steps": 0})  # what train_judges reads of lm.trainer's Summary
+    class Spy(CharNgram):
+        def __init__(self, text: str, *args, **kw) -> None:
+            given.append(text)
+            super().__init__(text, *args, **kw)
     settings = Settings(**json.loads((out / "distill.json").read_text()))
-    tok = Tokenizer.load(out / "tokenizer.model")
-    again = Workspace(tmp_path, snap, settings, tok, True, 0.0)
+    again = Workspace(tmp_path, snap, settings, Tokenizer.load(out / "tokenizer.model"), True, 0.0)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Workspace, "train", spy)
-        mp.setattr(judge_module, "load_model", lambda path: None)
-        judge_module.train_judges(again)
+        mp.setattr(judge_module, "CharNgram", Spy)
+        judges = judge_module.train_judges(again)
+    assert [j.name for j in judges] == ["judge-a", "judge-b"] and len(given) == 2
     lines: dict[str, set[str]] = {}
-    for name, (data, used) in given.items():
-        assert [p.name for p in data.pools] == ["real"] and data.n_aug == 0 and data.pools[0].inputs is None
-        packed = data.pools[0].packed  # sequences overlapping by one token: the stream once more
-        stream = np.concatenate([packed.tokens[:, :-1].ravel(), packed.tokens[-1, -1:]])
-        seen = tok.decode(stream).split(snap.separator)
+    for j, text in zip(judges, given):
+        assert (j.order, j.info["data"]) == (info[j.name]["order"], info[j.name]["data"])  # the run's judge
+        seen = text.split(snap.separator)
         assert not set(seen) & held_out and not set(seen) & variants  # no dev, test or variant
         assert all(x in train_text for x in seen)  # real train records, whole
         ids = [train_text[x] for x in seen]
-        assert len(set(ids)) == len(ids) and set(ids) == set(used["records"]) == trained[name]
-        lines[name] = set(seen)
-    assert set(lines) == {"judge-a", "judge-b"}
+        assert len(set(ids)) == len(ids) and set(ids) == trained[j.name]
+        lines[j.name] = set(seen)
     for r in (1, 2):  # the run's verdicts: no judge saw the text of a parent it judged
         for x in pq.read_table(out / "rounds" / f"r{r}" / "judged.parquet").to_pylist():
             assert texts["train"][x["parent_id"]] not in lines[x["judge"]]
+    # and the guard holds: asked to score its own half, by id, a judge refuses
+    judge = judges[0]
+    own = sorted(trained["judge-a"])[:3]
+    with pytest.raises(LeakError, match="judge-a trained on 3"):
+        score(again, judge, ["x"] * 3, own)
+    other = sorted(trained["judge-b"])[:3]
+    assert np.isfinite(score(again, judge, ["Unha frase.", "Outra.", "E outra máis."], other)).all()
 
 
 def test_bad_options_are_usage_errors(corpus: Path, tmp_path: Path, capsys) -> None:
@@ -375,7 +391,7 @@ def test_our_run_as_teacher_is_recorded_and_never_judges(corpus: Path, tmp_path:
     assert first[0]["kl"] != pytest.approx(first[1]["kl"], rel=1e-3)
     assert "student_renorm" in report["models"] and "student_vs_student_renorm" in report["paired"]
     assert (out / "tokenizer.model").read_bytes() == (teacher / "tokenizer.model").read_bytes()
-    assert (out / "models" / "judge-a" / "DONE.json").is_file() and (out / "models" / "judge-b" / "DONE.json").is_file()
+    assert (out / "judge" / "judge-a.json").is_file() and (out / "judge" / "judge-b.json").is_file()
     assert report["teacher_data"] == data
     assert "augmented variants" in report["refused"]["student_no_aug"]
     assert not (out / "models" / "student_no_aug-s0").exists() and "student_no_aug" not in report["models"]

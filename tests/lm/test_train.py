@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lm.errors import run_cli
-from lm.tokenizer import Tokenizer
+from lm.corpus import open_snapshot
+from lm.tokenizer import Tokenizer, train_tokenizer
 from lm.train import main as train_main
 from tests.helpers import TINY, copy_with_empty, corpora, tiny_run
 
@@ -102,7 +103,9 @@ def test_too_little_text_for_the_vocabulary(tmp_path: Path, tmp_path_factory: py
     assert code == 1 and "20000-piece" in err and "--vocab-size" in err and err.count("\n") == 0
 
 
-def test_augmented_text_joins_tokenizer_and_training(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_augmented_text_joins_training_not_the_tokenizer(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Augmented text is trained on, but the tokenizer is the train split's alone, byte for byte
+    (an arm's vocabulary, and so its score, never moves with another arm's data)."""
     gl = str(corpora(tmp_path_factory)["gl"])
     aug = tmp_path / "augmented"
     aug.mkdir()
@@ -118,8 +121,9 @@ def test_augmented_text_joins_tokenizer_and_training(tmp_path: Path, tmp_path_fa
     assert train_main(["--corpus", gl, *TINY, "--steps", "4", "--augmented", str(aug),
                        "--augmented-weight", "0.3", "--out", str(run)]) == 0
     tok = Tokenizer.load(run / "tokenizer.model")
-    assert any("zorbla" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
-    assert not any("qwx" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
+    assert not any("zorbla" in tok.sp.id_to_piece(i) or "qwx" in tok.sp.id_to_piece(i) for i in range(tok.vocab_size))
+    real = train_tokenizer(open_snapshot(gl).documents("train"))
+    assert (run / "tokenizer.model").read_bytes() == real.model
     info = json.loads((run / "run.json").read_text())
     assert info["train"]["augmented"] == str(aug.resolve()) and info["train"]["augmented_weight"] == 0.3
     assert info["data"]["augmented"]["variants"] == 300
@@ -138,7 +142,6 @@ def test_max_seconds_stops_with_a_checkpoint_and_resumes(tmp_path: Path, tmp_pat
 def test_lm_train_is_the_trainer_with_the_ce_loss(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """`lm.train` adds settings and a run folder, nothing else: the same steps of `lm.trainer.train`
     with cross-entropy, on batches built here from the same pool, give bit-identical parameters."""
-    from lm.corpus import open_snapshot
     from lm.data import Batches, real_pool
     from lm.losses import LossConfig
     from lm.model import preset
