@@ -96,6 +96,10 @@ class Checkpoints:
 
     def save(self, which: str, step: int, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
         mgr = self._get(which)
+        if step in mgr.all_steps():
+            # left by a process killed before its resume checkpoint of this step: the resumed run
+            # redoes the same steps from the same state, so the new save replaces it
+            mgr.delete(step)
         mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                meta=ocp.args.JsonSave(meta)), force=True)
         mgr.wait_until_finished()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -66,6 +67,24 @@ def test_n_steps_then_resume_equals_straight_run(tmp_path: Path, tmp_path_factor
     # asking for steps already taken changes nothing
     assert train_main([*common, "--steps", "30", "--out", str(split)]) == 0
     assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["30"]
+
+
+def test_a_kill_between_the_best_and_the_resume_checkpoint_resumes(tmp_path: Path,
+                                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Killed after `best/10` was written but before `checkpoints/10`: the re-run trains steps 6-10
+    again, saves the same best step again, and ends where a straight run ends (it once failed
+    with Orbax's StepAlreadyExistsError on every re-run)."""
+    gl = str(corpora(tmp_path_factory)["gl"])
+    common = ["--corpus", gl, *TINY, "--decay-steps", "10", "--eval-every", "5"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    assert train_main([*common, "--steps", "10", "--out", str(straight)]) == 0
+    assert train_main([*common, "--steps", "5", "--out", str(killed)]) == 0
+    shutil.copytree(straight / "best" / "10", killed / "best" / "10")  # what the kill left behind
+    assert train_main([*common, "--steps", "10", "--out", str(killed)]) == 0
+    for which in ("checkpoints", "best"):
+        a, b = restore(killed / which / "10" / "state"), restore(straight / which / "10" / "state")
+        assert all(np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_changed_settings_on_resume_are_a_usage_error(tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
