@@ -14,7 +14,7 @@ from typing import Any
 
 from lm.corpus import Snapshot
 from lm.data import Batches, Packed, Pool, pack, real_pool, token_stream
-from lm.errors import DataError
+from lm.errors import DataError, UsageError
 from lm.losses import LossConfig
 from lm.model import ModelConfig
 from lm.run import write_run
@@ -34,6 +34,14 @@ class TrainSettings:
     tokenizer: str | None = "unigram"
     augmented: str | None = None       # a folder of augmented Parquet; "auto" = VERSION/augmented
     augmented_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.seed < 0:
+            raise UsageError(f"--batch must be at least 1 and --seed at least 0, not {self.batch} and {self.seed}")
+        if self.vocab_size is not None and self.vocab_size < 1:  # too few for the text: the tokenizer says
+            raise UsageError(f"--vocab-size must be positive, not {self.vocab_size}")
+        if not 0 <= self.augmented_weight < 1:
+            raise UsageError(f"--augmented-weight must be in [0, 1), not {self.augmented_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

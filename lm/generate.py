@@ -72,6 +72,21 @@ def generate(model: LanguageModel, prompt: str, max_tokens: int = 200, temperatu
     return model.tokenizer.decode(generate_ids(model, prompt, max_tokens, temperature, top_k, top_p, seed, kv_cache))
 
 
+MIN_TEMPERATURE = 1e-3  # below this (but above 0: greedy) logits / T overflow; use 0 for greedy
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every value checked before the model loads: a usage error names the option."""
+    t = args.temperature
+    if not (t == 0 or MIN_TEMPERATURE <= t <= 100):  # NaN fails both
+        raise UsageError(f"--temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, 100], not {t}")
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], not {args.top_p}")
+    for name in ("seed", "top_k", "max_tokens"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 0, not {getattr(args, name)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lm.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a run folder (python -m lm.train --out RUN) or an export (python -m lm.ship.export)")
@@ -84,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole window for every token")
     args = p.parse_args(argv)
+    check_args(args)
     enable_compile_cache()
     model = load_model(args.model, args.checkpoint)
     text = generate(model, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed,

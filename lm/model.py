@@ -27,6 +27,8 @@ from flax import nnx
 from lm.errors import UsageError
 
 
+MAX_CONTEXT = 4096  # tokens: small models on small corpora; past this attention alone outgrows a laptop
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 512
@@ -42,11 +44,13 @@ class ModelConfig:
     dropout: float = 0.0           # training only: on the embeddings and each residual branch
 
     def __post_init__(self) -> None:
-        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
-            raise UsageError(f"--dim {self.dim} must split into --heads {self.n_heads} heads of even size")
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "context"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"model {name} must be positive, not {getattr(self, name)}")
+        if self.context > MAX_CONTEXT:  # attention's memory grows with its square
+            raise UsageError(f"--context must be at most {MAX_CONTEXT} tokens, not {self.context}")
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise UsageError(f"--dim {self.dim} must split into --heads {self.n_heads} heads of even size")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
         if self.dtype not in ("float32", "bfloat16"):

@@ -113,6 +113,17 @@ class Run:
             raise DataError(f"{self.out} has checkpoints but no run.json: not a run folder this tool made")
         self.stored = stored
         self.settings, self.model_given, self.snapshot = self._resolve(stored)
+        # every value is checked before any work (a tokenizer trained, a folder made)
+        self.loop = self._loop()
+        if stored is None:
+            preset(self.settings.preset, **{**self.model_given, "vocab_size": 1})
+
+    def _loop(self) -> LoopConfig:
+        a = self.args
+        eval_every = a.eval_every if a.eval_every is not None else max(1, a.steps // 10)
+        save_every = a.save_every if a.save_every is not None else eval_every
+        return LoopConfig(steps=a.steps, batch=self.settings.batch, eval_every=eval_every, save_every=save_every,
+                          log_every=a.log_every, quiet=a.quiet, patience=a.patience)
 
     def _resolve(self, stored: dict[str, Any] | None) -> tuple[TrainSettings, dict[str, Any], Snapshot]:
         a = self.args
@@ -204,13 +215,10 @@ class Run:
             print(f"{self.out}: already at step {start} (asked for {a.steps}); nothing to do")
             return None
         prev = self.stored or {}
-        eval_every = a.eval_every or max(1, a.steps // 10)
-        loop = LoopConfig(steps=a.steps, batch=s.batch, eval_every=eval_every, save_every=a.save_every or eval_every,
-                          log_every=a.log_every, quiet=a.quiet, patience=a.patience)
         t0 = started if started is not None else time.perf_counter()
         deadline = t0 + a.max_seconds if a.max_seconds is not None else None
         resumes = prev.get("resumes", []) + ([start] if start else [])
-        summary = train_into(self.out, cfg, tok, self.snapshot, s, loop, data, dev, deadline=deadline,
+        summary = train_into(self.out, cfg, tok, self.snapshot, s, self.loop, data, dev, deadline=deadline,
                              run_info={"resumes": resumes, "data": self.data()})
         self.report(summary)
         return summary

@@ -65,6 +65,16 @@ class OptimConfig:
     beta2: float = 0.99                # small models, short runs (nanoGPT's Shakespeare setting)
     clip: float = 1.0
 
+    def __post_init__(self) -> None:
+        rules = {"lr": (self.lr > 0, "positive"), "warmup": (self.warmup >= 0, "at least 0"),
+                 "decay_steps": (self.decay_steps >= 1, "at least 1"),
+                 "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+                 "weight_decay": (self.weight_decay >= 0, "at least 0"), "beta2": (0 < self.beta2 < 1, "in (0, 1)"),
+                 "clip": (self.clip > 0, "positive")}
+        for name, (ok, what) in rules.items():
+            if not ok:  # also false for NaN
+                raise UsageError(f"--{name.replace('_', '-')} must be {what}, not {getattr(self, name)}")
+
 
 def make_optimizer(o: OptimConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = optax.warmup_cosine_decay_schedule(
@@ -90,6 +100,9 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1:
             raise UsageError("steps and batch must be positive")
+        for name in ("eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.patience is not None and self.patience < 1:
             raise UsageError(f"patience must be at least 1 dev evaluation, not {self.patience}")
 

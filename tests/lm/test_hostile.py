@@ -212,3 +212,16 @@ def test_model_card_licence_and_recorded_figures(run: Path, tmp_path: Path) -> N
     # the last checkpoint is not the one those figures describe
     _, body = _front_matter(model_card(info | {"checkpoint": "checkpoints/300"}, cfg, "hf"))
     assert "2.3617" not in body and "not recorded" in body
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "nan"], "--temperature must be 0 (greedy) or in [0.001, 100], not nan"),
+    (["--temperature", "1e-310"], "--temperature must be 0 (greedy) or in [0.001, 100], not 1e-310"),
+    (["--seed", "-1"], "--seed must be at least 0, not -1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], not 0.0"),
+])
+def test_generate_refuses_bad_values_in_one_line(run: Path, flags: list[str], message: str,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Values that used to end in a traceback (issue 29, item 12) are usage errors, exit 2."""
+    assert run_cli(gen_main, [str(run), "--prompt", "O", *flags]) == 2
+    assert _err_line(capsys) == f"error: {message}"

@@ -263,3 +263,26 @@ def test_dropout_trains_differently_but_scores_deterministically(tmp_path: Path,
     assert model.cfg.dropout == 0.2
     x = np.asarray([[1, 2, 3, 4, 5, 6]], np.int32)
     assert np.array_equal(model.nll(x[:, :-1], x[:, 1:]), model.nll(x[:, :-1], x[:, 1:]))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--heads", "0"], "model n_heads must be positive, not 0"),
+    (["--context", "100000"], "--context must be at most 4096 tokens, not 100000"),
+    (["--lr", "-1"], "--lr must be positive, not -1.0"),
+    (["--lr", "nan"], "--lr must be positive, not nan"),
+    (["--warmup", "-5"], "--warmup must be at least 0, not -5"),
+    (["--log-every", "0"], "--log-every must be at least 1, not 0"),
+    (["--eval-every", "0"], "--eval-every must be at least 1, not 0"),
+    (["--seed", "-1"], "--seed at least 0, not 8 and -1"),
+    (["--vocab-size", "-5"], "--vocab-size must be positive, not -5"),
+    (["--beta2", "1.5"], "--beta2 must be in (0, 1), not 1.5"),
+])
+def test_bad_values_are_one_line_usage_errors(flags: list[str], message: str, tmp_path: Path,
+                                              tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
+    """Values that used to train uphill, divide by zero or allocate terabytes stop before any work
+    with exit 2 and one line naming the option (issue 29, items 11 and 12)."""
+    gl = str(corpora(tmp_path_factory)["gl"])
+    code = run_cli(train_main, ["--corpus", gl, *TINY, "--steps", "5", *flags, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r").exists()  # checked before any work
