@@ -52,6 +52,14 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
             "ci95": [round(1.0 + x, 6) for x in d["ci95"]] if d["ci95"] else None}
 
 
+def effect(p: dict[str, object]) -> str:
+    """What a paired difference (lower is better) says: helped, hurt, or not decided."""
+    ci = p["ci95"]
+    if not ci:
+        return "one seed, not decided"
+    return "it helped" if ci[1] < 0 else "it hurt" if ci[0] > 0 else "the interval includes 0, not decided"
+
+
 def attribution(paired: dict[str, dict[str, object]], student_pools: Sequence[str] | None) -> list[str]:
     """Sentences saying what earned the student's difference from the baseline: distillation
     (student - student_no_kd: the same text without the teacher) and augmentation (student -
@@ -65,7 +73,7 @@ def attribution(paired: dict[str, dict[str, object]], student_pools: Sequence[st
     named = {"student_vs_student_no_kd": "distillation", "student_vs_student_no_aug": "augmentation"}
     for key, what in named.items():
         if key in paired:
-            lines.append(f"What {what} earned: {sentence(key, paired[key])} (below zero: it helped).")
+            lines.append(f"What {what} earned: {sentence(key, paired[key])}: {effect(paired[key])}.")
     if student_pools and not any(k in paired for k in named):
         lines.append("Which of distillation and augmentation earned the student's gain is not measured in "
                      "this run (`--ablations` trains the arms that split it).")
