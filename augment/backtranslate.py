@@ -19,7 +19,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
-from augment.base import Augmenter, AugmenterError, rngs
+from augment.base import Augmenter, AugmenterError, check_number, rngs
 from augment.filters import new_markers, strip_new_markers
 from common.errors import first_line
 
@@ -166,6 +166,14 @@ class TransformersRoundTrip:
         return self._translate(self.backward_path, pivot, self.pivot_code, self.src_code, seeds)
 
 
+# The transformers backend's options (TransformersRoundTrip's parameters, `models` per pivot) and
+# their ranges; Apertium takes none, so any extra key there is a typo.
+TRANSFORMERS_OPTIONS = {"forward", "backward", "src_code", "pivot_code", "do_sample", "device", "models", "num_beams",
+                        "top_k", "top_p", "temperature", "batch_size", "max_new_tokens"}
+_RANGES = {"num_beams": (1, 64, True), "top_k": (0, 1_000_000, True), "top_p": (0.0, 1.0, False),
+           "temperature": (1e-6, 100.0, False), "batch_size": (1, 100_000, True), "max_new_tokens": (1, 100_000, True)}
+
+
 class BackTranslateAugmenter(Augmenter):
     """Round trips through each pivot. With Apertium a sentence's translation can depend on the
     lines before it in the same call (its tagger and transfer keep state across lines), so the
@@ -182,6 +190,12 @@ class BackTranslateAugmenter(Augmenter):
             raise ValueError("markers must be 'strip' or 'reject'")
         if backend not in ("apertium", "transformers"):
             raise ValueError(f"unknown backtranslate backend {backend!r} (apertium, transformers)")
+        unknown = sorted(set(backend_options) - self.extra_parameters({"backend": backend}))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not an option of the {backend} backend")
+        for key, (low, high, integer) in _RANGES.items():
+            if key in backend_options:
+                check_number(key, backend_options[key], low, high, integer)
         super().__init__(variants=variants, backend=backend, pivot=pivots, markers=markers, **backend_options)
         self.language, self.pivots, self.backend, self.markers = language, pivots, backend, markers
         self.context_free = self.is_context_free({"backend": backend})
@@ -191,6 +205,10 @@ class BackTranslateAugmenter(Augmenter):
     @classmethod
     def is_context_free(cls, params: Mapping[str, Any]) -> bool:
         return params.get("backend", "apertium") != "apertium"
+
+    @classmethod
+    def extra_parameters(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset(TRANSFORMERS_OPTIONS) if params.get("backend") == "transformers" else frozenset()
 
     def setup(self) -> None:
         if self.engines:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Mapping, Sequence
@@ -16,6 +17,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 class AugmenterError(Exception):
     """A backend that cannot run (missing Apertium pair, missing thesaurus): one-line message."""
+
+
+MAX_VARIANTS = 100  # per record and step; more is a typo, not an augmentation plan
 
 
 def record_seed(record_id: str, augmenter: str, step: int, seed: int) -> int:
@@ -33,6 +37,14 @@ def rngs(seeds: int | Sequence[int], n: int) -> list[random.Random]:
     return [random.Random(s) for s in seeds]
 
 
+def check_number(name: str, value: Any, low: float, high: float, integer: bool = False) -> None:
+    """A ValueError naming `name` unless `value` is a finite number (an int where `integer`) in [low, high]."""
+    kinds = int if integer else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value)
+            or not low <= value <= high):
+        raise ValueError(f"{name}: must be {'a whole number' if integer else 'a number'} in [{low}, {high}] (got {value!r})")
+
+
 class Augmenter(ABC):
     """A named augmenter. `setup()` loads heavy resources once; `augment_batch` is pure."""
 
@@ -42,10 +54,14 @@ class Augmenter(ABC):
     context_free: bool = True
 
     def __init__(self, variants: int = 1, **params: Any):
-        if variants < 1:
-            raise ValueError("variants must be at least 1")
+        check_number("variants", variants, 1, MAX_VARIANTS, integer=True)
         self.variants = variants
         self.params = {"variants": variants, **params}
+
+    @classmethod
+    def extra_parameters(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """Keys taken through `**options` for a step's `params` (beyond the constructor's named ones)."""
+        return frozenset()
 
     @classmethod
     def is_context_free(cls, params: Mapping[str, Any]) -> bool:

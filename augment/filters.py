@@ -91,4 +91,15 @@ class VariantFilter:
         unknown = sorted(set(table) - known)
         if unknown:
             raise ValueError(f"augment.filters.{unknown[0]}: unknown key")
-        return cls(**table)
+        for key, value in table.items():
+            where = f"augment.filters.{key}"
+            if isinstance(getattr(cls, key), bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where}: must be true or false (got {value!r})")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+                raise ValueError(f"{where}: must be a number in [0, 100] (got {value!r})")  # also NaN
+        f = cls(**table)
+        if f.min_length_ratio > f.max_length_ratio or f.max_edit_ratio > 1:
+            raise ValueError(f"augment.filters: need min_length_ratio <= max_length_ratio and max_edit_ratio <= 1 "
+                             f"(got {f.min_length_ratio}, {f.max_length_ratio}, {f.max_edit_ratio})")
+        return f

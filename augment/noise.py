@@ -16,7 +16,7 @@ import random
 import unicodedata
 from typing import Sequence
 
-from augment.base import Augmenter, rngs
+from augment.base import Augmenter, check_number, rngs
 from augment.thesaurus import Thesaurus, make_thesaurus
 
 OPS = ("swap", "delete", "insert", "typo", "strip_diacritics", "span_drop")
@@ -66,8 +66,15 @@ class NoiseAugmenter(Augmenter):
             raise ValueError(f"unknown keyboard layout {layout!r} (choose from {', '.join(LAYOUTS)})")
         if "insert" in ops and backend is None and thesaurus is None:
             raise ValueError("noise op 'insert' needs a thesaurus: set backend = \"wordnet\" or \"mythes\"")
-        if not isinstance(swap_window, int) or swap_window < 0:
+        if isinstance(swap_window, bool) or not isinstance(swap_window, int) or swap_window < 0:
             raise ValueError(f"swap_window must be a whole number >= 0 (got {swap_window!r})")
+        check_number("rate", rate, 0.0, 1.0)
+        if not isinstance(rates, (dict, type(None))):
+            raise ValueError(f"rates must be a table of op = rate (got {rates!r})")
+        for op, value in (rates or {}).items():
+            if op not in ops:  # a rate for an op that does not run is a typo
+                raise ValueError(f"rates.{op}: not one of this step's ops ({', '.join(ops)})")
+            check_number(f"rates.{op}", value, 0.0, 1.0)
         self.rates = {op: float((rates or {}).get(op, rate)) for op in ops}
         super().__init__(variants=variants, ops=list(ops), rates=self.rates, layout=layout, backend=backend,
                          swap_window=swap_window)

@@ -128,16 +128,19 @@ def _step(index: int, raw: Any, names: set[str], language: str) -> Step:
     try:
         step.build(language)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        # "rate: must be ..." from a check on one parameter reads as that parameter's key path.
+        joined = "." if str(exc).split(":")[0].split(".")[0] in params else ": "
+        raise ValueError(f"{where}{joined}{exc}") from None
     return step
 
 
 def _check_parameters(where: str, kind: str, params: dict[str, Any]) -> None:
-    """Every key must be a parameter of the augmenter's constructor."""
-    signature = inspect.signature(AUGMENTERS[kind].__init__).parameters
-    accepted = set(signature) - {"self", "language", "thesaurus", "stopwords"}
-    # An augmenter taking **options (back-translation's) hands them to its backend unchecked here.
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        bad = sorted(set(params) - accepted)
-        if bad:
-            raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")
+    """Every key must be a parameter of the augmenter's constructor, or one of the `**options` its
+    backend takes (back-translation's: none for Apertium), so a typo is never silently ignored."""
+    cls = AUGMENTERS[kind]
+    signature = inspect.signature(cls.__init__).parameters
+    accepted = {name for name, p in signature.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    accepted = (accepted - {"self", "language", "thesaurus", "stopwords"}) | cls.extra_parameters(params)
+    bad = sorted(set(params) - accepted)
+    if bad:
+        raise ValueError(f"{where}.{bad[0]}: unknown parameter of {kind} (known: {', '.join(sorted(accepted))})")

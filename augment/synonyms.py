@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Sequence
 
-from augment.base import Augmenter, rngs
+from augment.base import Augmenter, check_number, rngs
 from augment.closed_class import function_words
 from augment.thesaurus import Thesaurus, make_thesaurus
 from augment.words import match_case, replace_spans, word_spans
@@ -51,8 +51,10 @@ class SynonymAugmenter(Augmenter):
                  min_chars: int = 3, stopwords: Iterable[str] | None = None,
                  thesaurus: Thesaurus | None = None):
         super().__init__(variants=variants, backend=backend, rate=rate, min_chars=min_chars)
-        if not 0 < rate <= 1:
-            raise ValueError(f"rate must be in (0, 1] (got {rate})")
+        check_number("rate", rate, 0.0, 1.0)
+        if not 0 < rate:
+            raise ValueError(f"rate: must be in (0, 1] (got {rate})")
+        check_number("min_chars", min_chars, 1, 1000, integer=True)
         self.language, self.backend, self.rate, self.min_chars = language, backend, rate, min_chars
         self.thesaurus = thesaurus
         self.stopwords = set(stopwords) if stopwords is not None else None

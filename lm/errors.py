@@ -2,7 +2,8 @@
 `first_line` too, re-exported for lm's modules).
 
 Exit codes: 0 ok, 1 failure (missing or corrupt checkpoint, empty split, a corpus too small for
-the vocabulary, a NaN loss), 2 usage error (`UsageError`).
+the vocabulary, a NaN loss, non-finite weights or score), 2 usage error (`UsageError`), 75 a run folder
+in use by another command (`common.lock.Busy`).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ rule and what is scored are described there).
 
 Prints `bits_per_char`, `nats_per_char`, `nll_bits`, `chars`, `tokens` and perplexity per token
 (`ppl`); `--json` prints one JSON object. MODEL is anything `lm.loader.load_model` reads (a run
-folder or an export). Exit codes: 0 ok, 1 missing/corrupt model or empty split, 2 usage.
+folder or an export). Exit codes: 0 ok, 1 missing/corrupt model (non-finite weights too), empty split
+or a non-finite score (never printed), 2 usage.
 """
 from __future__ import annotations
 

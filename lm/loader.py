@@ -212,12 +212,27 @@ LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [
     (is_run_dir, load_run_dir), (is_export, load_export)]
 
 
+def check_finite(model: LanguageModel, where: Path) -> None:
+    """Refuse a Flax model with a NaN or infinite weight (a checkpoint loaded unchecked, without
+    checksums.json, or saved from a diverged state): it would score NaN, never a number."""
+    if not isinstance(model, FlaxModel):
+        return  # transformers' weights: the export's sha256 is their check
+    for path, leaf in jax.tree_util.tree_leaves_with_path(model.params):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+            raise CheckpointError(f"checkpoint {where / str(model.info.get('checkpoint') or '')} holds non-finite "
+                                  f"weights (NaN or inf) in {name}: restore the run from a backup or train again")
+
+
 def load_model(path: str | Path, checkpoint: str = "best") -> LanguageModel:
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"model {p} does not exist")
     for detect, load in LOADERS:
         if detect(p):
-            return load(p, checkpoint)
+            model = load(p, checkpoint)
+            check_finite(model, p)  # every loader's model: the one place weights are checked
+            return model
     raise CheckpointError(f"{p} is not a model: expected a run folder with run.json (python -m lm.train --out {p}) "
                           "or an export (python -m lm.ship.export)")

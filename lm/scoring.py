@@ -31,7 +31,7 @@ import numpy as np
 
 from lm.corpus import open_snapshot
 from lm.data import token_stream
-from lm.errors import DataError, UsageError
+from lm.errors import DataError, LMError, UsageError
 from lm.tokenizer import Tokenizer
 
 LN2 = math.log(2.0)
@@ -105,6 +105,9 @@ def evaluate(model: ScoredModel, split: str, corpus: str | None = None, stride: 
     stride = stride or max(1, model.context // 2)
     nll, n_tokens = score_stream(model, stream, stride)
     assert n_tokens == len(stream) - 1, "every token is scored exactly once"
+    if not math.isfinite(nll):  # never a NaN score: it is no number (and no JSON)
+        raise LMError(f"model {model.info.get('path')} ({model.info.get('checkpoint')}) scored a non-finite "
+                      f"loss on the {split} split of {snap.root}: its weights or logits are not finite")
     return {
         "split": split, "bits_per_char": bits_per_char(nll, len(text)), "nats_per_char": nll / len(text),
         "nll_bits": nll / LN2, "chars": len(text), "tokens": n_tokens, "ppl": math.exp(nll / n_tokens),

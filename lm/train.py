@@ -25,7 +25,8 @@ early is done: running it again says so and exits 0.
 Every local device is used (data parallel, mesh axis "data"); on a CPU the host is split into
 one device per core, the only way XLA keeps every core busy on a small model. `--batch` must be
 a multiple of the device count. `--max-seconds` stops the run (evaluated and checkpointed) once
-the command has run that long. Exit codes: 0 ok, 1 failure (bad corpus, corrupt checkpoint, NaN loss), 2 usage.
+the command has run that long. Exit codes: 0 ok, 1 failure (bad corpus, corrupt checkpoint, NaN loss), 2 usage, 75 RUN is in
+use by another command (it is locked for the whole command: `common.lock`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from common.lock import RunLock
 from lm import parallel
 from lm.checkpoint import RESUME_DIR
 from lm.corpus import Snapshot, augmenter_kinds, open_snapshot, read_columns
@@ -244,8 +246,9 @@ class Run:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parallel.start_command()
-    # --max-seconds counts the whole command (from before `import jax`) when run as one
-    Run(args).train(_STARTED if __name__ == "__main__" else None)
+    with RunLock(args.out):  # one command per run folder: a second exits 75 (common.lock)
+        # --max-seconds counts the whole command (from before `import jax`) when run as one
+        Run(args).train(_STARTED if __name__ == "__main__" else None)
     return 0
 
 

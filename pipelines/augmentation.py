@@ -29,7 +29,7 @@ from augment.registry import AugmentConfig, Step, parse_augment
 from augment.words import WORD
 from common.files import write_text_atomic
 from common.snapshot_format import resolve_version, verify_shards
-from pipelines.errors import SourceError, SpecError
+from pipelines.errors import ScarceError, SourceError, SpecError
 from pipelines.records import REJECTED, Stage, StageOutput, record_id, reject
 from pipelines.runners import pipeline_options
 from pipelines.snapshot import augmented_staging_dir, cleaned_on_failure, holding_corpus_lock, replace_folder
@@ -302,10 +302,25 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
     with cleaned_on_failure(staging, f"augmentation of {vdir}"):
         with beam.Pipeline(options=pipeline_options(beam_args)) as p:
             _ = p | "AugmentSnapshot" >> AugmentSnapshot(vdir, staging, config, spec.language, seed)
+        refuse_all_failed(staging)
     replace_folder(staging, target)
     add_augmented_config(vdir, spec)
     with open(os.path.join(target, "stats.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def refuse_all_failed(staging: str) -> None:
+    """A run in which every record failed says so and publishes nothing: an empty `augmented/`
+    must never replace the variants of the last good run."""
+    with open(os.path.join(staging, "stats.json"), encoding="utf-8") as f:
+        total = json.load(f)["total"]
+    if not total["inputs"] or total["failed"] < total["inputs"]:
+        return
+    with open(os.path.join(staging, "failed.jsonl"), encoding="utf-8") as f:
+        first = json.loads(f.readline() or "{}")
+    error = " ".join(str(first.get("error")).split())  # one line, whatever the backend said
+    raise ScarceError(f"augment: every record failed ({total['failed']} of {total['inputs']}); nothing published, "
+                      f"the previous augmented/ stays; first error ({first.get('augmenter')}): {error}")
 
 
 def add_augmented_config(vdir: str, spec: CorpusSpec) -> None:

@@ -1,7 +1,7 @@
 """Bring every source of a spec to a local file before the pipeline runs.
 
 URL sources are served from a mirror folder when one is given (pinned files matched by sha256
-anywhere under it, unpinned ones by file name), else from a content-addressed cache, else
+anywhere under it, unpinned ones by literal file name, longest matching path suffix first), else from a content-addressed cache, else
 downloaded with a timeout and a size cap and verified against their pinned sha256.
 """
 from __future__ import annotations
@@ -58,18 +58,47 @@ class Mirror:
         if not self.root.is_dir():
             raise SourceError(f"mirror {self.root}: not a folder")
         self._by_sha: dict[str, Path] | None = None
+        self._all: list[Path] | None = None
+
+    def _files(self) -> list[Path]:
+        """Plain files only (no folders, no links), sorted so every lookup is deterministic."""
+        if self._all is None:
+            self._all = sorted(p for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
+        return self._all
 
     def find(self, url: str, sha256: str | None) -> Path | None:
+        """A pinned URL by its sha256 only (a file of that name with another hash is a checksum
+        error); an unpinned one by its file name, taken literally (never a glob pattern), the
+        file whose path shares the longest suffix with the URL's path winning."""
         if sha256:
             if self._by_sha is None:
                 self._by_sha = {}
-                for p in sorted(self.root.rglob("*")):
-                    if p.is_file() and not p.is_symlink():
-                        self._by_sha.setdefault(sha256_file(p), p)
-            return self._by_sha.get(sha256)
-        name = PurePosixPath(urlparse(url).path).name
-        matches = sorted(self.root.rglob(name)) if name else []
-        return matches[0] if matches else None
+                for p in self._files():
+                    self._by_sha.setdefault(sha256_file(p), p)
+            found = self._by_sha.get(sha256)
+            same_name = None if found else self._by_name(url)
+            if same_name is not None:
+                raise SourceError(f"checksum mismatch for {url}: expected sha256 {sha256}, mirror file "
+                                  f"{same_name} has {sha256_file(same_name)}")
+            return found
+        return self._by_name(url)
+
+    def _by_name(self, url: str) -> Path | None:
+        path = urlparse(url).path
+        if not path or path.endswith("/"):  # a folder's address names no file
+            return None
+        parts = PurePosixPath(path).parts
+        best, best_len = None, 0
+        for p in self._files():
+            rel = p.relative_to(self.root).parts
+            if rel[-1] != parts[-1]:
+                continue
+            n = 1
+            while n < min(len(rel), len(parts)) and rel[-1 - n] == parts[-1 - n]:
+                n += 1
+            if n > best_len:  # ties keep the first in sorted order
+                best, best_len = p, n
+        return best
 
 
 class UnsafeRedirect(SourceError):
@@ -208,7 +237,10 @@ def resolve_source(spec: CorpusSpec, source: Source, mirror: Mirror | None, cach
         return ResolvedSource(source, source.hf, digest, "hf")
     url = source.url or ""
     if mirror is not None:
-        found = mirror.find(url, source.sha256)
+        try:
+            found = mirror.find(url, source.sha256)
+        except SourceError as exc:
+            raise SourceError(f"source {source.name}: {exc}") from None
         if found is None:
             what = f"sha256 {source.sha256}" if source.sha256 else f"a file named {PurePosixPath(urlparse(url).path).name!r}"
             raise SourceError(f"source {source.name}: mirror {mirror.root} has no file with {what} (for {url})")

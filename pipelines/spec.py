@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from augment.registry import parse_augment
 from common.snapshot_format import SPLITS
 from pipelines.errors import SpecError
 from pipelines.toml_table import TomlTable
 
 FORMATS = ("lines", "paragraphs", "document", "jsonl", "conllu", "parquet")
 SPLIT_METHODS = ("hash", "tail", "source")
-LANGID_BACKENDS = ("py3langid",)
-LANGID_ACTIONS = ("reject", "flag", "off")
+LANGID_BACKENDS, LANGID_ACTIONS = ("py3langid",), ("reject", "flag", "off")
 NEAR_DUP_ACTIONS = ("drop", "keep", "off")
 SHINGLES = ("char", "word")
 # Names that `datasets` uses for its splits, mapped onto ours.
@@ -37,6 +37,10 @@ CONFUSABLE = {
 # Checked with fullmatch: `$` would let a trailing newline through ("nl\n" made a folder `nl\n`).
 _LANG_RE = re.compile(r"[a-z]{2,3}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Bounds of the numeric keys: wide enough for any real corpus, narrow enough that a typo (an extra
+# digit, a minus sign) is an error before any work rather than a huge allocation or an empty build.
+_COUNT_MAX, _BYTES_MAX, _ROWS_MAX, _NGRAM_MAX = 1 << 31, 1 << 40, 100_000_000, 64
+_NUM_PERM, _SEED_MAX = (16, 4096), (1 << 32) - 1  # numpy's RandomState takes 32-bit seeds
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ def _source(file: str, index: int, data: Any, names: set[str]) -> Source:
     reader = _reader_keys(t, kind, fmt)
     name = _source_name(t, index, location, names)
     segment = t.get("segment", bool, fmt in ("paragraphs", "document"))
-    max_bytes = t.positive("max_bytes", Source.max_bytes)
+    max_bytes = t.ranged("max_bytes", int, Source.max_bytes, 1, _BYTES_MAX)
     t.done()
     return Source(name=name, format=fmt, split=split, hf_split=hf_split, segment=segment, max_bytes=max_bytes,
                   sha256=sha, **reader, **{kind: location})
@@ -286,22 +290,27 @@ def _filters(t: TomlTable) -> FilterSpec:
     dup_ngram = tuple(t.get("dup_ngram_fraction", list, list(d.dup_ngram_fraction)))
     top_n, dup_n = d.top_ngram_sizes, d.dup_ngram_sizes
     if (len(top_ngram) != len(top_n) or len(dup_ngram) != len(dup_n)
-            or not all(isinstance(x, (int, float)) for x in top_ngram + dup_ngram)):
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in top_ngram + dup_ngram)):
         raise t.fail("top_ngram_fraction", f"top_ngram_fraction needs {len(top_n)} numbers (n = {top_n[0]}..{top_n[-1]}), "
                                            f"dup_ngram_fraction {len(dup_n)} (n = {dup_n[0]}..{dup_n[-1]})")
+    for key, values in (("top_ngram_fraction", top_ngram), ("dup_ngram_fraction", dup_ngram)):
+        if not all(0.0 <= x <= 1.0 for x in values):  # also false for NaN
+            raise t.fail(key, f"every value must be in [0, 1] (got {list(values)})")
     filters = FilterSpec(
         enabled=t.get("enabled", bool, d.enabled),
-        max_record_bytes=t.positive("max_record_bytes", d.max_record_bytes) or d.max_record_bytes,
-        min_chars=t.positive("min_chars", d.min_chars),
-        max_chars=t.positive("max_chars", d.max_chars),
-        min_words=t.positive("min_words", d.min_words),
-        max_symbol_ratio=t.get("max_symbol_ratio", float, d.max_symbol_ratio),
-        max_digit_ratio=t.get("max_digit_ratio", float, d.max_digit_ratio),
-        min_alpha_ratio=t.get("min_alpha_ratio", float, d.min_alpha_ratio),
-        repetition_min_words=t.positive("repetition_min_words", d.repetition_min_words),
+        max_record_bytes=t.ranged("max_record_bytes", int, d.max_record_bytes, 0, _COUNT_MAX) or d.max_record_bytes,
+        min_chars=t.ranged("min_chars", int, d.min_chars, 0, _COUNT_MAX),
+        max_chars=t.ranged("max_chars", int, d.max_chars, 0, _COUNT_MAX),
+        min_words=t.ranged("min_words", int, d.min_words, 0, _COUNT_MAX),
+        max_symbol_ratio=t.ranged("max_symbol_ratio", float, d.max_symbol_ratio, 0.0, 1.0),
+        max_digit_ratio=t.ranged("max_digit_ratio", float, d.max_digit_ratio, 0.0, 1.0),
+        min_alpha_ratio=t.ranged("min_alpha_ratio", float, d.min_alpha_ratio, 0.0, 1.0),
+        repetition_min_words=t.ranged("repetition_min_words", int, d.repetition_min_words, 0, _COUNT_MAX),
         top_ngram_fraction=tuple(float(x) for x in top_ngram),
         dup_ngram_fraction=tuple(float(x) for x in dup_ngram),
     )
+    if filters.max_chars and filters.min_chars > filters.max_chars:
+        raise t.fail("max_chars", f"must be at least min_chars ({filters.min_chars}) or 0 (got {filters.max_chars})")
     t.done()
     return filters
 
@@ -312,25 +321,34 @@ def _dedup(t: TomlTable) -> DedupSpec:
         exact=t.get("exact", bool, d.exact),
         near=t.choice("near", NEAR_DUP_ACTIONS, d.near),
         threshold=t.fraction("threshold", d.threshold),
-        num_perm=t.positive("num_perm", d.num_perm),
-        bands=t.positive("bands", d.bands),
-        ngram=t.positive("ngram", d.ngram),
+        num_perm=t.ranged("num_perm", int, d.num_perm, *_NUM_PERM),
+        bands=t.ranged("bands", int, d.bands, 1, _NUM_PERM[1]),
+        ngram=t.ranged("ngram", int, d.ngram, 1, _NGRAM_MAX),
         shingle=t.choice("shingle", SHINGLES, d.shingle),
-        seed=t.positive("seed", d.seed),
+        seed=t.ranged("seed", int, d.seed, 0, _SEED_MAX),
     )
-    if dedup.bands == 0 or dedup.num_perm % dedup.bands:
+    if dedup.num_perm % dedup.bands:
         raise t.fail("bands", f"must divide num_perm ({dedup.num_perm}) evenly")
-    if dedup.ngram == 0:
-        raise t.fail("ngram", "must be at least 1")
     t.done()
     return dedup
 
 
 def _output(t: TomlTable) -> OutputSpec:
     default = OutputSpec.rows_per_shard
-    output = OutputSpec(rows_per_shard=t.positive("rows_per_shard", default) or default)  # 0: the default
+    output = OutputSpec(rows_per_shard=t.ranged("rows_per_shard", int, default, 0, _ROWS_MAX) or default)  # 0: the default
     t.done()
     return output
+
+
+def _augment(top: TomlTable, language: str) -> dict[str, Any]:
+    """The `[augment]` table, checked in full here so a bad step stops the spec, before any work."""
+    table = top.get("augment", dict, {})
+    try:
+        if table:
+            parse_augment(table, language)
+    except ValueError as exc:
+        raise SpecError(f"{top.file}: {exc}") from None
+    return table
 
 
 def parse_spec(text: str, file: str) -> CorpusSpec:
@@ -353,7 +371,7 @@ def parse_spec(text: str, file: str) -> CorpusSpec:
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text,
         split=_split(top.table("split"), sources), langid=_langid(top.table("langid"), language),
         filters=_filters(top.table("filters")), dedup=_dedup(top.table("dedup")), output=_output(top.table("output")),
-        augment=top.get("augment", dict, {}), license=top.get("license", str), description=top.get("description", str),
+        augment=_augment(top, language), license=top.get("license", str), description=top.get("description", str),
     )
     top.done()
     return spec

@@ -5,6 +5,7 @@ an error rather than a silent default.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pipelines.errors import SpecError
@@ -48,14 +49,15 @@ class TomlTable:
 
     def fraction(self, name: str, default: float) -> float:
         value = self.get(name, float, default)
-        if not 0.0 <= value < 1.0:
+        if not 0.0 <= value < 1.0:  # also false for NaN
             raise self.fail(name, f"must be a fraction in [0, 1) (got {value})")
         return value
 
-    def positive(self, name: str, default: int) -> int:
-        value = self.get(name, int, default)
-        if value < 0:
-            raise self.fail(name, f"must not be negative (got {value})")
+    def ranged(self, name: str, kind: type, default: Any, low: float, high: float) -> Any:
+        """An int or float in [low, high]; NaN and infinities are never in range."""
+        value = self.get(name, kind, default)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise self.fail(name, f"must be in [{low}, {high}] (got {value})")
         return value
 
     def table(self, name: str) -> "TomlTable":

@@ -8,7 +8,7 @@ from dataclasses import Field, asdict
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-
+from common.lock import RunLock
 from lm import parallel
 from lm.corpus import augmenter_kinds, open_snapshot
 from lm.errors import DataError, run_cli
@@ -117,7 +117,8 @@ def reader_samples(ws: Workspace, order: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parallel.start_command()
-    report = distill(args)
+    with RunLock(args.out):  # one command per run folder: a second exits 75 (common.lock)
+        report = distill(args)
     print(distill_report.models_table(report))
     print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0

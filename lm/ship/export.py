@@ -51,16 +51,23 @@ def _is_export(folder: Path) -> bool:
         return False
 
 
-def check_out(out: Path, run: Path, force: bool = False) -> None:
-    """Refuse (UsageError) an OUT whose replacement would delete what the export did not write."""
+def check_place(out: Path, run: Path, doing: str = "exporting") -> None:
+    """Refuse (UsageError) an OUT that is the run, holds it, lies in its state folders or is a
+    file: what export and `lm.ship.prune` refuse whatever OUT holds."""
     o, r = out.resolve(), run.resolve()
     if o == r or o in r.parents:
-        raise UsageError(f"--out {out} is the run folder {run} or holds it: exporting there would delete the run; "
+        raise UsageError(f"--out {out} is the run folder {run} or holds it: {doing} there would delete the run; "
                          "choose another folder")
     if r in o.parents and o.relative_to(r).parts[0] in RUN_STATE:
         raise UsageError(f"--out {out} is inside the run's own {o.relative_to(r).parts[0]}/ folder: choose another folder")
     if o.exists() and not o.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder: choose another path")
+
+
+def check_out(out: Path, run: Path, force: bool = False) -> None:
+    """Refuse (UsageError) an OUT whose replacement would delete what the export did not write."""
+    check_place(out, run)
+    o = out.resolve()
     if not o.is_dir() or not any(o.iterdir()) or _is_export(o):
         return
     if not force:

@@ -13,11 +13,17 @@ RUN2 is a run folder like any other (lm.evaluate, lm.generate, lm.ship.export re
 `prune.json`: requested and reached sparsity, nonzero parameters, and dev and test bits per
 character of the dense model, the pruned one before the fine-tune and after it. Pruned weights
 are stored densely: pruning alone does not shrink the files (lm.ship.deploy reports both).
-Structured pruning (whole heads or neurons) is not offered yet. Exit codes: 0 ok, 1 failure, 2 usage.
+Structured pruning (whole heads or neurons) is not offered yet.
+
+RUN2 must be new, empty or an earlier prune of the same RUN (re-running replaces it); the source
+run, a folder holding it and any other non-empty folder are refused (`check_out`, as
+`lm.ship.export` refuses), and RUN2 is locked for the whole command (`common.lock`). Exit codes:
+0 ok, 1 failure, 2 usage (including a refused RUN2), 75 RUN2 in use by another command.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from common.lock import LOCK_FILE, RunLock
 from lm import parallel
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints
 from lm.corpus import Snapshot, open_snapshot
@@ -35,6 +42,7 @@ from lm.fit import TrainSettings, dev_set, optim_for, start_run, train_into, tra
 from lm.loader import FlaxModel, load_model
 from lm.run import RUN_FILE
 from lm.scoring import evaluate
+from lm.ship.export import check_place
 from lm.trainer import LoopConfig
 
 PRUNE_FILE = "prune.json"
@@ -96,6 +104,34 @@ def sparsity_of(params: Any) -> tuple[float, int]:
     return (zeros / total if total else 0.0), nonzero
 
 
+def _pruned_from(folder: Path) -> Path | None:
+    """The source run of an earlier prune output in `folder` (its run.json's `pruned_from`)."""
+    try:
+        src = read_json(folder / RUN_FILE).get("pruned_from")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(src).resolve() if isinstance(src, str) else None
+
+
+def check_out(out: Path, src: Path) -> None:
+    """Refuse (UsageError) an OUT holding what prune did not write: the source run (or a folder
+    holding it, its state folders, a file: `export.check_place`), or a non-empty folder that is
+    not an earlier prune of the same source (re-running that one replaces it)."""
+    check_place(out, src, doing="pruning")
+    o = out.resolve()
+    if not o.is_dir() or all(p.name == LOCK_FILE for p in o.iterdir()) or _pruned_from(o) == src.resolve():
+        return
+    raise UsageError(f"--out {out} is not empty and not an earlier prune of {src}: refusing to overwrite it; "
+                     "choose a new or empty folder")
+
+
+def _clear(out: Path) -> None:
+    """Empty an earlier prune output (all but the lock its re-run holds): a fresh prune, never a mix."""
+    for p in out.iterdir() if out.is_dir() else ():
+        if p.name != LOCK_FILE:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lm.ship.prune", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME)")
@@ -141,6 +177,7 @@ def prune_run(run: str | Path, *, sparsity: float, out: str | Path, scope: str =
     """Prune run folder `run` into the run folder `out` (see the module docstring); returns the
     report also written to `out/prune.json`. `lr`, `batch`, `corpus`: default the run's own."""
     src, out = Path(run), Path(out)
+    check_out(out, src)  # before loading: a refused OUT costs nothing
     model = load_model(src)
     if not isinstance(model, FlaxModel) or model.info.get("format") != "run":
         raise UsageError(f"{src}: lm.ship.prune needs a float run folder (not an export)")
@@ -163,7 +200,8 @@ def prune_run(run: str | Path, *, sparsity: float, out: str | Path, scope: str =
     settings = TrainSettings(optim=optim_for(steps, lr=lr or run_info["train"]["optim"]["lr"] / 10),
                              preset=run_info["train"].get("preset"), batch=batch or run_info["train"]["batch"],
                              seed=seed, vocab_size=tok.vocab_size, tokenizer=tok.model_type)
-    run_info = {"pruned_from": str(src), "sparsity": sparsity, "scope": scope}
+    run_info = {"pruned_from": str(src.resolve()), "sparsity": sparsity, "scope": scope}
+    _clear(out)
     if finetune_steps:
         _finetune(out, model, snap, settings, pruned, keep, steps=steps, quiet=quiet, run_info=run_info)
     else:
@@ -180,8 +218,9 @@ def prune_run(run: str | Path, *, sparsity: float, out: str | Path, scope: str =
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parallel.start_command()
-    r = prune_run(args.run, sparsity=args.sparsity, scope=args.scope, finetune_steps=args.finetune_steps, lr=args.lr,
-                  batch=args.batch, corpus=args.corpus, seed=args.seed, out=args.out, quiet=args.quiet)
+    with RunLock(args.out):  # one command per run folder: a second exits 75 (common.lock)
+        r = prune_run(args.run, sparsity=args.sparsity, scope=args.scope, finetune_steps=args.finetune_steps,
+                      lr=args.lr, batch=args.batch, corpus=args.corpus, seed=args.seed, out=args.out, quiet=args.quiet)
     after = r.get("finetuned") or r.get("final")
     print(f"{args.out}: sparsity {r['sparsity']:.3f} ({r['nonzero_params']:,} of {r['params']:,} parameters nonzero); "
           f"test bits/char dense {r['dense']['test_bits_per_char']:.4f}, pruned {r['pruned']['test_bits_per_char']:.4f}, "

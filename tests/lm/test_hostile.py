@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY, corpora, gl_lines, tiny_run
+from tests.helpers import TINY, corpora, err_line, gl_lines, tiny_run
 from lm.errors import DataError, run_cli
 from lm.evaluate import main as eval_main
 from lm.generate import main as gen_main
@@ -29,19 +29,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_run(tmp_path_factory)
 
 
-def _err_line(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 # ---- 1. lm.ship.export --out --------------------------------------------------------------
 def test_export_refuses_a_folder_it_did_not_write(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("x")
     assert run_cli(export_main, [str(run), "--format", "int8", "--out", str(mine)]) == 2
-    line = _err_line(capsys)
+    line = err_line(capsys)
     assert str(mine) in line and "--force" in line
     assert (mine / "notes.txt").read_text() == "x" and not (mine / "export.json").exists()
     # an earlier export of ours is replaced without --force
@@ -65,12 +59,12 @@ def test_export_never_replaces_the_run_or_a_folder_holding_it(run: Path, tmp_pat
     for out in (copy, copy.parent, copy / "checkpoints", copy / "best"):
         for force in ([], ["--force"]):
             assert run_cli(export_main, [str(copy), "--format", "int8", "--out", str(out), *force]) == 2, (out, force)
-            assert "run" in _err_line(capsys)
+            assert "run" in err_line(capsys)
     assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == before
     # a folder holding another run is not replaced either, even with --force
     other = shutil.copytree(run, tmp_path / "other" / "run")
     assert run_cli(export_main, [str(copy), "--format", "int8", "--out", str(other.parent), "--force"]) == 2
-    _err_line(capsys)
+    err_line(capsys)
     assert (other / "run.json").is_file()
     # the run still resumes: two more steps from its checkpoint
     assert train_main(["--out", str(copy), "--steps", "62", "--quiet"]) == 0
@@ -100,12 +94,12 @@ def test_flipped_bytes_in_a_checkpoint_stop_every_command(run: Path, tmp_path: P
     err = out.err.strip().splitlines()
     assert len(err) == 1 and best.name in err[0] and "sha256" in err[0], err
     assert run_cli(export_main, [str(copy), "--format", "int8", "--out", str(tmp_path / "e")]) == 1
-    assert best.name in _err_line(capsys) and not (tmp_path / "e").exists()
+    assert best.name in err_line(capsys) and not (tmp_path / "e").exists()
     assert run_cli(train_main, ["--out", str(copy), "--steps", "70", "--quiet"]) == 1
-    line = _err_line(capsys)
+    line = err_line(capsys)
     assert last.name in line and "diverged" not in line
     assert run_cli(gen_main, [str(copy), "--prompt", "O", "--max-tokens", "3"]) == 1
-    assert best.name in _err_line(capsys)
+    assert best.name in err_line(capsys)
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["60"]
 
 
@@ -152,7 +146,7 @@ def test_train_command_states_the_vocabulary_range(tmp_path: Path, tmp_path_fact
     gl = str(corpora(tmp_path_factory)["gl"])
     code = run_cli(train_main, ["--corpus", gl, *TINY, "--steps", "5", "--vocab-size", "100",
                                 "--out", str(tmp_path / "r")])
-    line = _err_line(capsys)
+    line = err_line(capsys)
     assert code == 1 and re.search(r"--vocab-size 100 is below the \d+ pieces", line) and "larger" in line, line
 
 
@@ -224,4 +218,4 @@ def test_generate_refuses_bad_values_in_one_line(run: Path, flags: list[str], me
                                                  capsys: pytest.CaptureFixture) -> None:
     """Values that used to end in a traceback (issue 29, item 12) are usage errors, exit 2."""
     assert run_cli(gen_main, [str(run), "--prompt", "O", *flags]) == 2
-    assert _err_line(capsys) == f"error: {message}"
+    assert err_line(capsys) == f"error: {message}"

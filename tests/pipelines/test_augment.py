@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -13,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment.backtranslate import BackTranslateAugmenter
+from augment.noise import NoiseAugmenter
 from pipelines.augment import main as augment_main
 from pipelines.augmentation import augment_snapshot
 from pipelines.build import build
-from pipelines.errors import run_cli
+from pipelines.errors import SpecError, run_cli
 from pipelines.spec import load_spec
 
 from tests.helpers import AUGMENT, gl_lines, read_split, small_spec, tree_digest
@@ -164,3 +166,45 @@ def test_transformers_backend_on_tiny_local_marian_models(tmp_path: Path) -> Non
     with pytest.raises(Exception, match="cannot load translation model"):
         BackTranslateAugmenter("gl", pivot="es", backend="transformers", forward=str(tmp_path / "none"),
                                backward=str(backward)).augment_batch(texts, 1)
+
+
+NOISE_ONLY = '\n[augment]\nseed = 1\n[[augment.steps]]\naugmenter = "noise"\nops = ["swap"]\nrate = 0.1\n'
+
+
+@pytest.mark.parametrize("augment, key", [
+    (NOISE_ONLY.replace("rate = 0.1", "rate = nan"), "augment.steps[0].rate"),
+    (NOISE_ONLY + "variants = 2.5\n", "augment.steps[0].variants"),
+    (NOISE_ONLY + "rates = { swap = -0.5 }\n", "augment.steps[0].rates.swap"),
+    (NOISE_ONLY + '[[augment.steps]]\naugmenter = "backtranslate"\npivot = "es"\nbeam_size = 4\n',
+     "augment.steps[1].beam_size"),
+    (NOISE_ONLY + "[augment.filters]\nmax_edit_ratio = nan\n", "augment.filters.max_edit_ratio"),
+], ids=["rate-nan", "variants-2.5", "rates-negative", "apertium-beam_size", "filters-nan"])
+def test_bad_step_values_are_spec_errors_before_any_work(snapshot: Path, tmp_path: Path, capsys,
+                                                          augment: str, key: str) -> None:
+    """Checked when the spec is parsed (a build refuses it too); the published variants stay."""
+    before = tree_digest(latest(snapshot) / "augmented")
+    bad = small_spec(tmp_path, augment)
+    assert run_cli(augment_main, [str(snapshot), "--spec", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and key in err, err
+    with pytest.raises(SpecError, match=re.escape(key)):
+        load_spec(bad)
+    assert tree_digest(latest(snapshot) / "augmented") == before
+
+
+def test_a_run_where_every_record_fails_publishes_nothing(snapshot: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    corpus = tmp_path / "copy" / snapshot.name
+    shutil.copytree(snapshot, corpus)
+    vdir = latest(corpus)
+    before = tree_digest(vdir)
+
+    def broken(self, texts, seeds):
+        raise RuntimeError("backend down\nsecond line")
+
+    monkeypatch.setattr(NoiseAugmenter, "augment_batch", broken)
+    spec = small_spec(tmp_path, NOISE_ONLY)
+    assert run_cli(augment_main, [str(corpus), "--spec", str(spec)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every record failed" in err and "backend down" in err, err
+    assert tree_digest(vdir) == before  # the previous augmented/ and card stay, no staging left behind
+    assert sorted(p.name for p in vdir.iterdir()) == sorted({k.split("/")[0] for k in before})

@@ -298,3 +298,33 @@ def test_download_over_max_bytes_is_refused(tmp_path: Path, http_root: tuple[str
     spec = write_spec(tmp_path, f'[[sources]]\nurl = "{unsized_server[0]}/fits.txt"\nformat = "lines"\nmax_bytes = 4096\n')
     (resolved,) = resolve_sources(load_spec(spec))
     assert Path(resolved.local).read_bytes() == data[:4096] and resolved.origin == "download"
+
+
+def test_mirror_names_are_literal_files_with_the_longest_path_suffix(tmp_path: Path, capsys) -> None:
+    """`*.txt` and `[..]` are names, not patterns; a folder is never served; of `a/train.txt` and
+    `b/train.txt`, `.../b/train.txt` gets b's; a pinned source is matched by its sha256 only."""
+    mirror = tmp_path / "mirror"
+    for rel, text in (("LICENSE.txt", "licence\n"), ("a/train.txt", "from a\n"), ("b/train.txt", "from b\n"),
+                      ("x[ab].txt", "literal brackets\n"), ("a.txt", "a\n"), ("data/inner.txt", "inner\n")):
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_text(text, encoding="utf-8")
+
+    def served(url: str, sha: str | None = None) -> Path:
+        table = {"url": url, "name": "m", "format": "lines", **({"sha256": sha} if sha else {})}
+        spec = write_spec(tmp_path, "\n" + sources_toml(table), name="m")
+        return Path(resolve_sources(load_spec(spec), mirror=str(mirror))[0].local)
+
+    assert served("https://example.invalid/corpus/b/train.txt") == mirror / "b" / "train.txt"
+    assert served("https://example.invalid/a/train.txt") == mirror / "a" / "train.txt"
+    assert served("https://example.invalid/x[ab].txt") == mirror / "x[ab].txt"
+    for url in ("https://example.invalid/*.txt", "https://example.invalid/[ab].txt", "https://example.invalid/data"):
+        with pytest.raises(SourceError, match="has no file with a file named"):
+            served(url)
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    have = hashlib.sha256(b"from a\n").hexdigest()
+    with pytest.raises(SourceError, match=f"source m: checksum mismatch .*{wrong}.*{have}"):
+        served("https://example.invalid/a/train.txt", wrong)
+    bad = write_spec(tmp_path, "\n" + sources_toml({"url": "https://example.invalid/data", "format": "lines"}), name="d")
+    assert run_cli(build_main, [str(bad), "--out", str(tmp_path / "out"), "--mirror", str(mirror)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and "data" in err

@@ -67,3 +67,26 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     spec = write_spec(tmp_path, GOOD_SOURCE)
     assert run_cli(build_main, [str(spec), "--out", str(tmp_path), "--mirrror", "x"]) == 2
     assert "--mirrror" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("table, key, value", [
+    ("filters", "max_symbol_ratio", "-1.0"), ("filters", "min_alpha_ratio", "5.0"), ("filters", "max_digit_ratio", "nan"),
+    ("filters", "min_chars", "-1"), ("filters", "max_chars", "-5"), ("filters", "min_words", "-1"),
+    ("filters", "max_record_bytes", "-1"), ("filters", "repetition_min_words", "-1"),
+    ("filters", "max_chars", "5"),  # below min_chars (10)
+    ("filters", "top_ngram_fraction", "[0.2, 1.5, 0.1]"), ("filters", "dup_ngram_fraction", "[0.1, 0.1, 0.1, 0.1, 0.1, nan]"),
+    ("dedup", "num_perm", "1000000000000"), ("dedup", "num_perm", "8"), ("dedup", "bands", "0"),
+    ("dedup", "bands", "5000"), ("dedup", "ngram", "0"), ("dedup", "ngram", "1000"), ("dedup", "seed", "-1"),
+    ("dedup", "seed", "4294967296"), ("dedup", "threshold", "nan"), ("output", "rows_per_shard", "-1"),
+    ("output", "rows_per_shard", "1000000000000"), ("split", "dev", "inf"), ("langid", "min_score", "-0.5"),
+    ("sources", "max_bytes", "0"), ("sources", "max_bytes", "-1"),
+])
+def test_out_of_range_numbers_are_spec_errors(tmp_path: Path, capsys: pytest.CaptureFixture, table: str, key: str,
+                                              value: str) -> None:
+    body = (GOOD_SOURCE + f"{key} = {value}\n" if table == "sources" else GOOD_SOURCE + f"[{table}]\n{key} = {value}\n")
+    spec = write_spec(tmp_path, body)
+    assert run_cli(build_main, [str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    where = "sources[0]" if table == "sources" else table
+    assert len(err.splitlines()) == 1 and str(spec) in err and f"{where}.{key}" in err, err
+    assert not (tmp_path / "out").exists()
