@@ -43,10 +43,11 @@ def prompts(ws: Workspace, n: int = 4, first_words: int = 4) -> list[str]:
 
 def model_samples(ws: Workspace, name: str, tokens: int = 60) -> list[dict[str, str]]:
     """Model `name`'s continuation of each prompt (seeded, at SAMPLE_TEMPERATURE)."""
-    model = None
-    out = []
-    for k, prompt in enumerate(prompts(ws)):
-        model = model or load_model(ws.models / name)
+    starts = prompts(ws)
+    if not starts:
+        return []
+    model, out = load_model(ws.models / name), []
+    for k, prompt in enumerate(starts):
         text = generate(model, prompt, max_tokens=tokens, temperature=SAMPLE_TEMPERATURE, seed=ws.settings.seed + k)
         out.append({"prompt": prompt, "continuation": text})
     return out
