@@ -113,6 +113,7 @@ class RMSNorm(nnx.Module):
         self.weight = nnx.Param(jnp.ones((dim,), jnp.float32))
         self.eps = eps
 
+    @jax.named_scope("norm")
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
@@ -142,18 +143,26 @@ class Attention(nnx.Module):
         self.v_proj = _dense(rngs, cfg.dim, cfg.dim, 0.02, dt)
         self.o_proj = _dense(rngs, cfg.dim, cfg.dim, out_std, dt)
 
+    @jax.named_scope("attention")
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, cache: jax.Array | None = None,
                  pos: jax.Array | int = 0) -> Any:
         """x [B, T, dim] -> [B, T, dim]; with this layer's cache [2, B, context, H, D] the `T`
         positions are `pos ..` and the result is (out, cache with their keys and values)."""
         b, t, _ = x.shape
         shape = (b, t, self.n_heads, self.head_dim)
-        q = apply_rope(self.q_proj(x).reshape(shape), cos, sin)
-        k = apply_rope(self.k_proj(x).reshape(shape), cos, sin)
-        v = self.v_proj(x).reshape(shape)
+        q, k, v = self.q_proj(x).reshape(shape), self.k_proj(x).reshape(shape), self.v_proj(x).reshape(shape)
+        with jax.named_scope("rope"):
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # attend over the cache, these positions' keys and values written in
             cache = jax.lax.dynamic_update_slice(cache, jnp.stack([k, v]).astype(cache.dtype), (0, 0, pos, 0, 0))
             k, v = cache[0], cache[1]
+        with jax.named_scope("attend"):
+            out = self.attend(q, k, v, cache, pos)
+        return self.o_proj(out) if cache is None else (self.o_proj(out), cache)
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, cache: jax.Array | None, pos: jax.Array | int) -> jax.Array:
+        """Softmax attention of q [B, T, H, D] over k, v [B, S, H, D] -> [B, T, H * D]."""
+        b, t = q.shape[:2]
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
         if cache is None:  # the whole sequence at once: causal over itself
             mask = jnp.tril(jnp.ones((t, t), dtype=bool))
@@ -161,8 +170,7 @@ class Attention(nnx.Module):
             mask = jnp.arange(cache.shape[2])[None, :] <= (pos + jnp.arange(t))[:, None]
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, -1)
-        return self.o_proj(out) if cache is None else (self.o_proj(out), cache)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, -1)
 
 
 class MLP(nnx.Module):
@@ -172,6 +180,7 @@ class MLP(nnx.Module):
         self.up_proj = _dense(rngs, cfg.dim, cfg.hidden_dim, 0.02, dt)
         self.down_proj = _dense(rngs, cfg.hidden_dim, cfg.dim, out_std, dt)
 
+    @jax.named_scope("mlp")
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -213,7 +222,8 @@ class Llama(nnx.Module):
                  pos: jax.Array | int = 0, key: jax.Array | None = None) -> Any:
         positions = jnp.arange(tokens.shape[1]) if cache is None else pos + jnp.arange(tokens.shape[1])
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
-        x = self.embed_tokens(tokens)
+        with jax.named_scope("embed"):
+            x = self.embed_tokens(tokens)
         if cache is None:
             n = len(self.layers) + 1
             keys = list(jax.random.split(key, n)) if key is not None else [None] * n
@@ -228,7 +238,8 @@ class Llama(nnx.Module):
                 x, c = layer(x, cos, sin, c, pos)
                 new_cache.append(c)
         x = self.norm(x)
-        logits = self.embed_tokens.attend(x) if self.lm_head is None else self.lm_head(x)
+        with jax.named_scope("head"):
+            logits = self.embed_tokens.attend(x) if self.lm_head is None else self.lm_head(x)
         return logits.astype(jnp.float32) if cache is None else (logits.astype(jnp.float32), tuple(new_cache))
 
 

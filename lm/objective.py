@@ -137,14 +137,16 @@ def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformati
     def loss_fn(params, extra, b, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(extra["key"]), step) if cfg.dropout else None
         logits = apply(params, b["x"], key)
-        value, parts = distill_loss(logits, b["y"], b["m"], alpha=alpha, temperature=loss.temperature,
-                                    kind=loss.kl, tail=loss.tail, **objective.soft_targets(loss, extra, b))
+        with jax.named_scope("loss"):  # the names `bench/profile_step.py` groups operations by
+            value, parts = distill_loss(logits, b["y"], b["m"], alpha=alpha, temperature=loss.temperature,
+                                        kind=loss.kl, tail=loss.tail, **objective.soft_targets(loss, extra, b))
         return value, (parts["ce"], parts["kl"])
 
     def step(params, opt_state, extra, b, step_no):
         (value, (ce, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, extra, b, step_no)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        with jax.named_scope("optimizer"):
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
         if masked:
             params = jax.tree.map(lambda p, k: p * k, params, extra["keep"])
         return params, opt_state, (value, ce, kl)
