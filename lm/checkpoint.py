@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,51 @@ logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at 
 
 RESUME_DIR, BEST_DIR = "checkpoints", "best"
 CHECKSUMS = "checksums.json"
+
+
+class _WriteNoise:
+    """What Orbax and TensorStore print when a save fails (a full or read-only disk, a quota):
+    each writer thread logs its traceback, the other writes of the save finish into Orbax's closed
+    event loop ("Event loop is closed", as unraisable errors) and asyncio logs every task whose
+    error nobody read, before, during and after the one error raised in the saving thread, which
+    the command reports in one line. Quiet while saving; after a failed save, for good (the
+    command is ending)."""
+
+    failed = False
+
+    def __enter__(self) -> None:
+        self.levels = {n: logging.getLogger(n).level for n in ("absl", "asyncio")}
+        for name in self.levels:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        self.hook = sys.unraisablehook
+        sys.unraisablehook = self._drop_closed_loop
+
+    def _drop_closed_loop(self, unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            self.hook(unraisable)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is not None and issubclass(kind, Exception):
+            _WriteNoise.failed = True
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+        if _WriteNoise.failed:
+            return
+        sys.unraisablehook = self.hook
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a failed write (TensorStore gives `os_error_code`), else
+    the exception's first line."""
+    text = str(exc)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return first_line(exc, limit=160)
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -63,8 +112,9 @@ def verify(folder: Path) -> None:
 
 
 def _manager(folder: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    # cleanup_tmp_directories: a save that failed or was killed leaves Orbax's temporary folder
     opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
-                                        enable_async_checkpointing=False)
+                                        enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
     return ocp.CheckpointManager(folder.resolve(), options=opts)
 
 
@@ -100,10 +150,30 @@ class Checkpoints:
             # left by a process killed before its resume checkpoint of this step: the resumed run
             # redoes the same steps from the same state, so the new save replaces it
             mgr.delete(step)
-        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                               meta=ocp.args.JsonSave(meta)), force=True)
-        mgr.wait_until_finished()
-        write_checksums(self.run_dir / which / str(step))
+        try:
+            with _WriteNoise():
+                mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                   meta=ocp.args.JsonSave(meta)), force=True)
+                mgr.wait_until_finished()
+            write_checksums(self.run_dir / which / str(step))
+        except Exception as exc:  # a full or read-only disk, a quota: Orbax wraps the OS error
+            self._discard(which, step)
+            raise CheckpointError(f"cannot write checkpoint {self.run_dir / which / str(step)} ({_os_reason(exc)}); "
+                                  "free space and re-run the same command: it resumes from the last "
+                                  "checkpoint") from None
+
+    def _discard(self, which: str, step: int) -> None:
+        """Remove what a failed save of `step` left (Orbax's temporary folder, or a step folder
+        without checksums): the next save or a resume starts from the previous checkpoint."""
+        folder = self.run_dir / which
+        for p in (folder.glob(f"{step}.orbax-checkpoint-tmp*") if folder.is_dir() else []):
+            shutil.rmtree(p, ignore_errors=True)
+        if (folder / str(step)).is_dir() and not (folder / str(step) / CHECKSUMS).is_file():
+            shutil.rmtree(folder / str(step), ignore_errors=True)
+        if which == RESUME_DIR:
+            self._resume = None  # Orbax's manager keeps its view of the steps: a fresh one
+        else:
+            self._best = None
 
     def restore(self, which: str, abstract: dict[str, Any], step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Arrays shaped like `abstract` (ShapeDtypeStructs, with shardings) and the meta dict."""

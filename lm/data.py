@@ -67,8 +67,11 @@ def token_stream(tokenizer: Tokenizer, docs: list[str], key: str | None) -> np.n
         except (OSError, ValueError):
             pass  # a torn cache file is rebuilt below
     stream = encode_documents(tokenizer, docs)
-    with replacing(path) as tmp, open(tmp, "wb") as f:  # atomic: readers see a whole file or none
-        np.save(f, stream)
+    try:
+        with replacing(path) as tmp, open(tmp, "wb") as f:  # atomic: readers see a whole file or none
+            np.save(f, stream)
+    except OSError:
+        pass  # a full disk or a read-only cache folder: the stream is only not cached
     return stream
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
+from common.files import replacing
 from lm.errors import CheckpointError, DataError, UsageError
 
 MODEL_FILE = "tokenizer.model"
@@ -58,7 +59,8 @@ class Tokenizer:
             raise CheckpointError(f"tokenizer {p} is not a SentencePiece model: {exc}") from exc
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(self.model)
+        with replacing(path) as tmp:  # whole or absent: a re-run loads whatever file it finds
+            tmp.write_bytes(self.model)
 
     @cached_property
     def sha256(self) -> str:

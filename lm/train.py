@@ -45,7 +45,7 @@ from lm import parallel
 from lm.checkpoint import RESUME_DIR
 from lm.corpus import Snapshot, augmenter_kinds, open_snapshot, read_columns
 from lm.data import Batches, Pool, pack, token_stream
-from lm.errors import DataError, UsageError, run_cli
+from lm.errors import DataError, UsageError, first_line, run_cli
 from lm.fit import TrainSettings, dev_set, optim_for, real_tokenizer, train_into, train_pool
 from lm.model import ModelConfig, preset
 from lm.run import check_fixed, data_record, read_run
@@ -142,7 +142,13 @@ class Run:
             # the schedule is fixed at creation: extending a run never rewrites the steps taken
             return TrainSettings(optim=optim_for(a.steps, **optim_given), **given), model_given, open_snapshot(a.corpus)
         # resume: every fixed setting given again must agree with the stored one
-        settings = TrainSettings.from_dict(stored["train"])
+        if "distill" in stored:  # its objective, data mixture and teacher are lm.distill's to resume
+            raise UsageError(f"{self.out} is a model lm.distill trained ({stored['distill'].get('name')!r}); "
+                             "lm.train does not resume it: re-run lm.distill, or give a new --out")
+        try:
+            settings = TrainSettings.from_dict(stored["train"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{self.out / 'run.json'} is not an lm.train run ({first_line(exc)})") from None
         check_fixed(self.out, stored["train"], given)
         check_fixed(self.out, stored["train"]["optim"], optim_given)
         check_fixed(self.out, stored["model"], model_given, flag=lambda k: f"model {k}")

@@ -6,6 +6,8 @@ parent_id, augmenter, params, seed` (loadable with `datasets.load_dataset("parqu
 data_dir=VERSION/augmented/train)`), `stats.json` per augmenter (inputs, produced, kept, rejected by
 reason, failed, sentences per second) and `failed.jsonl` (records a backend could not take).
 Only train is augmented; the pipeline (batching, retries, seeding) is in augmentation.py.
+`--version` names a version of OUT/NAME, whose lock the command holds: a folder outside it
+(`../other/V`) is refused (exit 2) before anything is read.
 
 Exit codes: 0 ok, 1 failure, 2 usage or spec error.
 """
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("augment", __doc__, "print stats as JSON")
     parser.add_argument("corpus", help="OUT/NAME, the folder holding LATEST and the versions")
     parser.add_argument("--spec", help="spec whose [augment] table to use (default: the snapshot's own spec)")
-    parser.add_argument("--version", help="snapshot version (default: LATEST)")
+    parser.add_argument("--version", help="snapshot version of CORPUS, e.g. 3f2a9c1b0d4e (default: LATEST)")
     parser.add_argument("--seed", type=int, help="global seed (default: [augment] seed)")
     args, beam_args = parse_command(parser, argv)
     spec = load_spec(args.spec) if args.spec else None

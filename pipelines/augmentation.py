@@ -278,7 +278,7 @@ class _WriteStats(beam.DoFn):
 def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: str | None = None,
                      seed: int | None = None, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Augment a snapshot's train split; returns the stats document."""
-    vdir = resolve_version(corpus_dir, version)
+    vdir = resolve_version(corpus_dir, own_version(corpus_dir, version))
     verify_shards(vdir)  # parents must be the published train split, not whatever sits there now
     if spec is None:
         spec_path = os.path.join(vdir, "spec.toml")
@@ -307,6 +307,24 @@ def augment_snapshot(corpus_dir: str, spec: CorpusSpec | None = None, version: s
     add_augmented_config(vdir, spec)
     with open(os.path.join(target, "stats.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def own_version(corpus_dir: str, version: str | None) -> str | None:
+    """`version` as the name of a folder directly inside `corpus_dir` (a path to one is fine); a
+    SpecError for one elsewhere (`../b/V`): the lock held is `corpus_dir`'s alone."""
+    if not version:
+        return version
+    if "://" in corpus_dir:
+        name = version.rstrip("/")
+        inside = bool(name) and "/" not in name and name not in (".", "..")
+    else:
+        folder = os.path.normpath(os.path.join(corpus_dir, version))
+        name = os.path.basename(folder)
+        inside = os.path.realpath(os.path.dirname(folder)) == os.path.realpath(corpus_dir)
+    if not inside:
+        raise SpecError(f"--version {version}: not a version folder of {corpus_dir} (the corpus given, whose lock "
+                        "is held); give one of its versions, or that version's own corpus folder")
+    return name
 
 
 def refuse_all_failed(staging: str) -> None:

@@ -29,8 +29,9 @@ from pipelines.build_corpus import stage_snapshot
 from pipelines.cli import command_parser, parse_command, print_result
 from pipelines.errors import ScarceError, run_cli
 from pipelines.fetch import ResolvedSource, resolve_sources
+from pipelines.langid import language_notice
 from pipelines.lock import CorpusLock
-from pipelines.notices import ALLOW_EMPTY_HINT, announce
+from pipelines.notices import ALLOW_EMPTY_HINT, announce, warn
 from pipelines.snapshot import clean_stale_staging, publish
 from pipelines.spec import CorpusSpec, load_spec
 
@@ -39,6 +40,8 @@ def build(spec: CorpusSpec, out: str, mirror: str | None = None, beam_args: list
           resolved: list[ResolvedSource] | None = None) -> dict[str, Any]:
     """Build and publish a snapshot; returns a summary with the version, paths, stats and the
     warnings it printed (`empty` when nothing was kept or a split is empty)."""
+    language = language_notice(spec)  # an unknown language refused here, before any work, or said
+    warn(language)
     resolved = resolved if resolved is not None else resolve_sources(spec, mirror)
     corpus_dir = FileSystems.join(out, spec.name)
     with CorpusLock(corpus_dir):
@@ -47,7 +50,7 @@ def build(spec: CorpusSpec, out: str, mirror: str | None = None, beam_args: list
         target = publish(corpus_dir, staged.staging, staged.version)
     warnings, empty = announce(spec, staged.version, staged.stats)
     return {"name": spec.name, "version": staged.version, "path": target, "stats": staged.stats,
-            "processed_sources": staged.processed, "warnings": warnings, "empty": bool(empty)}
+            "processed_sources": staged.processed, "warnings": language + warnings, "empty": bool(empty)}
 
 
 def summary_text(result: dict[str, Any]) -> str:
@@ -63,7 +66,7 @@ def summary_text(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("build", __doc__, "print the summary as JSON",
                             out_help="output folder (local, gs:// or s3://)", mirror=True, allow_empty=True)
-    parser.add_argument("spec", help="corpus spec, e.g. corpora/gl-ctg.toml")
+    parser.add_argument("spec", help="one corpus spec, e.g. corpora/gl-ctg.toml (pipelines.refresh takes several)")
     args, beam_args = parse_command(parser, argv)
     result = build(load_spec(args.spec), args.out, args.mirror, beam_args)
     print_result(result, args.json, summary_text)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import time
 from typing import Any, Iterable
@@ -48,7 +49,8 @@ from apache_beam.transforms.window import GlobalWindows
 from pipelines.dask_bundle import run_bundle
 
 PARTITIONS_PER_WORKER = 1
-PRELOAD = ("apache_beam", "pipelines.build_corpus")  # what a local cluster's workers import as they start
+# What a local cluster's workers import as they start; this module's `dask_setup` then runs in each.
+PRELOAD = ("apache_beam", "pipelines.build_corpus", "pipelines.dask_runner")
 _CLUSTERS: dict[int, Any] = {}
 
 
@@ -229,18 +231,35 @@ class _BagVisitor(PipelineVisitor):
 
 # --- the cluster and the run ------------------------------------------------------------------
 
+class _NoComputeFailed(logging.Filter):
+    """Drops a worker's log of a failed task (its traceback): the error reaches the client, and
+    the command says it once, on one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def dask_setup(worker: Any) -> None:
+    """Run in each worker of a local cluster as it starts (dask's preload hook)."""
+    logging.getLogger("distributed.worker").addFilter(_NoComputeFailed())
+
+
 def local_cluster(workers: int) -> Any:
     """A local cluster of `workers` single-threaded processes, started once per process."""
     if workers not in _CLUSTERS:
-        import logging
-
+        import dask
         from distributed import LocalCluster
 
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines would drown ours
+        # The workers' too: their logs reach stderr through the root handler that importing Beam
+        # sets up, which `silence_logs` does not touch. Dask sets it before spawning them, so in
+        # this process's environment too (a later subprocess inherits it).
+        quiet = {"distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "warning"}
         # Workers import Beam and the pipeline stages as they start, not inside the first task.
-        _CLUSTERS[workers] = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                          dashboard_address=None, silence_logs=logging.ERROR,
-                                          preload=list(PRELOAD))
+        with dask.config.set(quiet):
+            _CLUSTERS[workers] = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                              dashboard_address=None, silence_logs=logging.ERROR,
+                                              preload=list(PRELOAD))
         if len(_CLUSTERS) == 1:
             atexit.register(close_local_clusters)
     return _CLUSTERS[workers]

@@ -3,13 +3,23 @@
 URL sources are served from a mirror folder when one is given (pinned files matched by sha256
 anywhere under it, unpinned ones by literal file name, longest matching path suffix first), else from a content-addressed cache, else
 downloaded with a timeout and a size cap and verified against their pinned sha256.
+
+A download has a timeout per read (TIMEOUT_S) and a total deadline (DOWNLOAD_DEADLINE_S): one
+still unfinished that long after it started (a server sending a byte now and then) is abandoned
+with a one-line SourceError naming the URL. It is written to `.part-PID@HOST.*` in the cache and
+renamed into place only when whole; on any failure the part file is removed, and one left by a
+killed process is removed by the next run (`clean_stale_parts`): at once when its process on this
+machine is gone, else once it is older than any download may last.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -24,7 +34,10 @@ from pipelines.spec import CorpusSpec, Source, is_loopback_http, resolve_path
 
 MIRROR_ENV = "SCARCE_LM_MIRROR"
 TIMEOUT_S = 60
+DOWNLOAD_DEADLINE_S = 2 * 3600  # the most one download may take, start to end (2 GiB at 300 kB/s)
 _CHUNK = 1 << 20
+PART_PREFIX = ".part-"
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
              validators: dict[str, str] | None = None) -> tuple[Path, str, dict[str, str]]:
     """Fetch `url` into the content cache; returns (path, sha256, the response's ETag and
     Last-Modified). With `validators` the request is conditional and a 304 raises NotModified.
-    Other failures raise SourceError naming `label`."""
+    Other failures (the deadline too) raise SourceError naming `label`; no part file stays."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     headers = {"User-Agent": "scarce-lm"}
     if validators and validators.get("etag"):
@@ -135,27 +148,14 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
     if validators and validators.get("last_modified"):
         headers["If-Modified-Since"] = validators["last_modified"]
     request = urllib.request.Request(url, headers=headers)
-    seen: dict[str, str] = {}
-    h = hashlib.sha256()
-    size = 0
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f"{PART_PREFIX}{os.getpid()}@{_HOST}.")
     try:
-        with os.fdopen(fd, "wb") as out, _OPENER.open(request, timeout=TIMEOUT_S) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
+        with os.fdopen(fd, "wb") as out, \
+                _OPENER.open(request, timeout=min(TIMEOUT_S, DOWNLOAD_DEADLINE_S)) as resp:
             seen = {k: v for k, v in (("etag", resp.headers.get("ETag")),
                                       ("last_modified", resp.headers.get("Last-Modified"))) if v}
-            if total and total > max_bytes:
-                raise SourceError(f"source {label}: {url} is {total} bytes, over the cap of {max_bytes} (raise `max_bytes`)")
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {label}", leave=False,
-                      disable=None) as bar:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise SourceError(f"source {label}: {url} exceeds the cap of {max_bytes} bytes (raise `max_bytes`)")
-                    h.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        digest = h.hexdigest()
+            digest = _receive(resp, out, url, label, max_bytes, deadline)
         if expected_sha256 and digest != expected_sha256:
             raise SourceError(f"source {label}: checksum mismatch for {url}: expected sha256 {expected_sha256}, got {digest}")
         final = dest_dir / digest / (PurePosixPath(urlparse(url).path).name or "download")
@@ -176,6 +176,65 @@ def download(url: str, dest_dir: Path, max_bytes: int, expected_sha256: str | No
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _receive(resp, out, url: str, label: str, max_bytes: int, deadline: float) -> str:
+    """Copy a response's body to `out` under the size cap and the deadline; returns its sha256.
+    Reads return what has arrived (read1), so a trickling server meets the deadline too."""
+    total = int(resp.headers.get("Content-Length") or 0) or None
+    if total and total > max_bytes:
+        raise SourceError(f"source {label}: {url} is {total} bytes, over the cap of {max_bytes} (raise `max_bytes`)")
+    h = hashlib.sha256()
+    size = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {label}", leave=False, disable=None) as bar:
+        while True:
+            if time.monotonic() > deadline:
+                raise SourceError(
+                    f"source {label}: download of {url} not finished after {DOWNLOAD_DEADLINE_S:g} s, the total "
+                    f"deadline (pipelines.fetch.DOWNLOAD_DEADLINE_S); a slow server? fetch it yourself and serve "
+                    f"it with --mirror DIR or {MIRROR_ENV}=DIR")
+            chunk = resp.read1(_CHUNK)
+            if not chunk:
+                return h.hexdigest()
+            size += len(chunk)
+            if size > max_bytes:
+                raise SourceError(f"source {label}: {url} exceeds the cap of {max_bytes} bytes (raise `max_bytes`)")
+            h.update(chunk)
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def clean_stale_parts(cache_dir: Path) -> list[Path]:
+    """Remove the part files of downloads that cannot be running any more: those of a process on
+    this machine that is gone, and any untouched for longer than a download may last (another
+    machine's, an older version's). Returns the paths removed."""
+    removed: list[Path] = []
+    if not cache_dir.is_dir():
+        return removed
+    too_old = time.time() - DOWNLOAD_DEADLINE_S - TIMEOUT_S
+    for p in sorted(cache_dir.glob(f"{PART_PREFIX}*")):
+        try:
+            if _owner_gone(p.name) or p.stat().st_mtime < too_old:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:  # its download finished or failed meanwhile
+            continue
+    return removed
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether a part file's name (`.part-PID@HOST.XXXXXXXX`) names a process of this machine
+    that no longer runs; False when it cannot tell."""
+    m = re.fullmatch(rf"{re.escape(PART_PREFIX)}(\d+)@([A-Za-z0-9.-]+)\.[^.]+", name)
+    if not m or m[2] != _HOST:
+        return False
+    try:
+        os.kill(int(m[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
 
 
 class HttpState:
@@ -263,4 +322,5 @@ def resolve_sources(spec: CorpusSpec, mirror: str | None = None, cache_dir: Path
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     m = Mirror(mirror) if mirror else None
     cache = cache_dir or default_cache_dir()
+    clean_stale_parts(cache)
     return [resolve_source(spec, s, m, cache, http_state) for s in spec.sources]

@@ -12,6 +12,12 @@ rejected alone (`nul_byte`); only a file that is binary throughout, or UTF-16 re
 For a `tail` split the decoded text is cut at exact character boundaries first (dev = the
 `dev` fraction before the last `test` fraction), so the test split is exactly the file's tail,
 as in nanoGPT's and char-rnn's published character-level numbers.
+
+Lines end at `\n`, `\r\n` or a lone `\r` (Python's universal newlines), in `lines`, `jsonl`,
+`conllu` and `paragraphs` alike.
+
+A file's bytes are read once, whole, and hashed (`staging.check_read`): a file replaced since it
+was resolved is a SourceError, so the sha256 a build records is always that of the text it used.
 """
 from __future__ import annotations
 
@@ -22,10 +28,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipelines.records import rejection
-from pipelines.staging import open_source
+from pipelines.staging import check_read, open_source
 
 Event = tuple[str, dict[str, Any]]
-_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BLANK_LINES = re.compile(r"(?:\r\n?|\n)[ \t\f\v]*(?:\r\n?|\n)\s*")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SNIFF = 8192
 # NUL and C0 controls that text does not use (tab, newlines, form feeds and ESC are text's);
@@ -71,6 +78,7 @@ def source_info(resolved: Any, spec: Any) -> dict[str, Any]:
         "field": s.field, "column": s.column, "config": s.config, "hf_split": s.hf_split,
         "encoding": s.encoding, "segment": s.segment, "tail": tail,
         "max_record_bytes": spec.filters.max_record_bytes,
+        "sha256": None if s.kind == "hf" else resolved.sha256, "pinned": bool(s.sha256),
     }
 
 
@@ -125,6 +133,7 @@ def _read_text_file(info: dict[str, Any]) -> Iterator[Event]:
     name = info["name"]
     with open_source(info["local"]) as f:
         raw = f.read()
+    check_read(info, raw)
     if not _is_utf16_or_32(info["encoding"]) and _looks_utf16(raw):
         yield "rejected", rejection("read", "undeclared_utf16", name, 0, raw[:64],
                                     detail=whole_source_hint("undeclared_utf16", name))
@@ -196,10 +205,7 @@ def _units(info: dict[str, Any], text: str, base: int, split: str | None, counte
 
 
 def _split_lines(text: str) -> Iterator[tuple[int, str]]:
-    offset = 0
-    for line in text.split("\n"):
-        yield offset, line.rstrip("\r")
-        offset += len(line) + 1
+    return _split_at(text, _LINE_BREAK)
 
 
 def _split_at(text: str, separator: re.Pattern) -> Iterator[tuple[int, str]]:
@@ -226,20 +232,23 @@ def _rows(info: dict[str, Any], values: Iterator[Any]) -> Iterator[Event]:
 
 
 def _read_parquet(info: dict[str, Any]) -> Iterator[Event]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with open_source(info["local"]) as f:
-        try:
-            pf = pq.ParquetFile(f)
-        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-            yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
-            return
-        if info["column"] not in pf.schema_arrow.names:
-            yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(pf.schema_arrow.names),
-                                        detail=f"no column {info['column']!r}")
-            return
-        yield from _rows(info, (v for batch in pf.iter_batches(columns=[info["column"]])
-                                for v in batch.column(0).to_pylist()))
+        raw = f.read()
+    check_read(info, raw)  # read whole, as text files are, so the bytes parsed are the bytes hashed
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(raw))
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        yield "rejected", rejection("read", "bad_parquet", info["name"], 0, str(exc))
+        return
+    if info["column"] not in pf.schema_arrow.names:
+        yield "rejected", rejection("read", "missing_column", info["name"], 0, ", ".join(pf.schema_arrow.names),
+                                    detail=f"no column {info['column']!r}")
+        return
+    yield from _rows(info, (v for batch in pf.iter_batches(columns=[info["column"]])
+                            for v in batch.column(0).to_pylist()))
 
 
 def _read_hf(info: dict[str, Any]) -> Iterator[Event]:

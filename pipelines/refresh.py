@@ -16,12 +16,19 @@ Keeps corpus snapshots fresh on a schedule. For each spec, under a per-corpus `f
    the one `LATEST` names), and run `--then` (no shell) when a version was published; its
    command is looked up before anything runs.
 
+`--then` is never lost: a version published with `--then` is first recorded as owing it
+(`OUT/NAME/.then-pending`, written before `LATEST` moves), and the record goes only once the
+command exits 0. So a spec that fails after another one published (the others are still
+refreshed, every failure is one `error:` line) still runs `--then` once for the published ones,
+and a `--then` that failed, or a run killed before it, is run by the next refresh of that corpus
+with `--then`, even when it is unchanged.
+
 A `LATEST` naming no complete snapshot (deleted, mistyped) is repaired, as build does: the
 newest complete version stands in as the previous one, and the refresh publishes.
 
 Exit codes: 0 ok (published or unchanged), 1 failure (validation, source, --then),
 2 usage or spec error (a --then command that does not exist too), 75 another refresh holds the
-lock (try again later).
+lock (try again later); with several failures, the last one's.
 """
 from __future__ import annotations
 
@@ -35,15 +42,20 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from common.files import write_text_atomic
 from common.snapshot_format import LATEST, MANIFEST, SPLITS, read_latest, verify_shards
 from pipelines.build_corpus import stage_snapshot
 from pipelines.cli import command_parser, parse_command, print_result
 from pipelines.errors import ScarceError, SpecError, run_cli
 from pipelines.fetch import HttpState, resolve_sources
-from pipelines.lock import CorpusLock
+from pipelines.langid import language_notice
+from pipelines.lock import Busy, CorpusLock
 from pipelines.notices import ALLOW_EMPTY_HINT, announce, warn
 from pipelines.snapshot import HISTORY, Staged, clean_stale_staging, code_sha256, publish, remove_path, snapshot_version
 from pipelines.spec import CorpusSpec, load_spec
+
+
+THEN_PENDING = ".then-pending"  # in OUT/NAME: the published version whose --then has not yet succeeded
 
 
 class ValidationError(ScarceError):
@@ -116,10 +128,34 @@ def previous_version(corpus_dir: Path, latest: str | None) -> str | None:
     return stand_in
 
 
+def pending_then(corpus_dir: Path) -> str | None:
+    """The published version of `corpus_dir` still owed its --then (THEN_PENDING); None when none is."""
+    try:
+        version = (corpus_dir / THEN_PENDING).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return version if version and (corpus_dir / version / MANIFEST).is_file() else None
+
+
+def then_paid(corpus_dir: Path, version: str) -> None:
+    """--then ran for `version`: drop the record, unless a later publication replaced it. A busy
+    corpus keeps it, and its next refresh with --then runs the command again (at least once)."""
+    try:
+        with CorpusLock(corpus_dir):
+            if pending_then(corpus_dir) == version:
+                (corpus_dir / THEN_PENDING).unlink()
+    except Busy:
+        pass
+
+
 def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | None = None,
-            beam_args: list[str] | None = None, max_shrink: float = 0.2, allow_empty: bool = False) -> dict[str, Any]:
-    """Refresh one corpus; returns the status document that --json prints."""
+            beam_args: list[str] | None = None, max_shrink: float = 0.2, allow_empty: bool = False,
+            owe_then: bool = False) -> dict[str, Any]:
+    """Refresh one corpus; returns the status document that --json prints. `owe_then`: a version
+    published is recorded as owing --then (THEN_PENDING) before LATEST names it; the document's
+    `then_pending` is the version owed, if any."""
     corpus_dir = Path(out) / spec.name
+    language = language_notice(spec)  # an unknown language refused before any work; said when building
     with CorpusLock(corpus_dir):
         stale = clean_stale_staging(str(corpus_dir))
         state = HttpState(corpus_dir / ".cache" / "http.json")
@@ -128,7 +164,9 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         previous_name = previous_version(corpus_dir, latest)
         version = snapshot_version(spec, resolved, code_sha256())
         if latest == version and previous_name == latest:
-            return {"status": "unchanged", "version": version, "name": spec.name}
+            owed = pending_then(corpus_dir)
+            return {"status": "unchanged", "version": version, "name": spec.name, **({"then_pending": owed} if owed else {})}
+        warn(language)
         previous_dir = corpus_dir / previous_name if previous_name else None
         if previous_dir:
             verify_shards(str(previous_dir))  # its splits pin the new one's: they must be as published
@@ -147,6 +185,8 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
             still = f"{LATEST} still names {latest}" if latest else f"no {LATEST} was written"
             raise ValidationError(f"refresh of {spec.name} not published: {'; '.join(problems)}; {still}")
         current = split_ids(staged.staging)
+        if owe_then:  # before LATEST moves: a run killed after publishing still owes --then
+            write_text_atomic(corpus_dir / THEN_PENDING, staged.version + "\n")
         publish(str(corpus_dir), staged.staging, staged.version)
         state.save()
         pruned = prune(corpus_dir, keep) if keep else []
@@ -154,13 +194,15 @@ def refresh(spec: CorpusSpec, out: str, mirror: str | None = None, keep: int | N
         "status": "published", "name": spec.name, "version": staged.version, "previous": previous_name,
         "added": len(current.keys() - previous.keys()), "removed": len(previous.keys() - current.keys()),
         "changed_sources": sorted(changed), "processed_sources": sorted(staged.processed),
-        "pruned": pruned, "stale_staging_removed": stale, "warnings": warnings,
+        "pruned": pruned, "stale_staging_removed": stale, "warnings": language + warnings,
+        **({"then_pending": staged.version} if owe_then else {}),
     }
 
 
 def summary_text(result: dict[str, Any]) -> str:
     if result["status"] == "unchanged":
-        return f"{result['name']}: unchanged ({result['version']})"
+        owed = f"; --then still owed for {result['then_pending']}" if result.get("then_pending") else ""
+        return f"{result['name']}: unchanged ({result['version']}){owed}"
     return (f"{result['name']}: published {result['version']} (was {result['previous']}): +{result['added']} "
             f"-{result['removed']} records; changed sources: {', '.join(result['changed_sources']) or 'none'}")
 
@@ -179,19 +221,51 @@ def main(argv: list[str] | None = None) -> int:
         raise SpecError(f"--max-shrink must be a fraction in [0, 1) (got {args.max_shrink})")
     then = then_command(args.then) if args.then is not None else None
     specs = [load_spec(s) for s in args.specs]
-    published = False
-    for spec in specs:
-        result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink, args.allow_empty)
-        published |= result["status"] == "published"
-        print_result(result, args.json, summary_text, one_line=True)
-    if published and then:
+    owed, failures = refresh_all(specs, args, beam_args, then is not None)
+    if then and owed:
         try:
-            code = subprocess.run(then).returncode
-        except OSError as exc:  # gone or made unrunnable since the check
-            raise ScarceError(f"--then command could not start ({exc.strerror}): {args.then}") from None
-        if code:
-            raise ScarceError(f"--then command exited {code}: {args.then}")
+            run_then(then, args.then)
+        except ScarceError as exc:
+            failures.append(exc)  # the records stay: the next refresh with --then runs it again
+        else:
+            for corpus_dir, version in owed:
+                then_paid(corpus_dir, version)
+    for exc in failures[:-1]:
+        print(f"error: {exc}", file=sys.stderr)
+    if failures:
+        raise failures[-1]
     return 0
+
+
+def refresh_all(specs: list[CorpusSpec], args: Any, beam_args: list[str],
+                owe_then: bool) -> tuple[list[tuple[Path, str]], list[ScarceError]]:
+    """Refresh every spec, a failing one not stopping the others: ((corpus folder, version owed
+    its --then) of each corpus owing one, the failures in order)."""
+    owed: list[tuple[Path, str]] = []
+    failures: list[ScarceError] = []
+    for spec in specs:
+        corpus_dir = Path(args.out) / spec.name
+        try:
+            result = refresh(spec, args.out, args.mirror, args.keep, beam_args, args.max_shrink, args.allow_empty,
+                             owe_then=owe_then)
+        except ScarceError as exc:
+            failures.append(exc)
+            version = pending_then(corpus_dir) if owe_then else None  # owed from an earlier run
+        else:
+            print_result(result, args.json, summary_text, one_line=True)
+            version = result.get("then_pending") if owe_then else None
+        if version:
+            owed.append((corpus_dir, version))
+    return owed, failures
+
+
+def run_then(then: list[str], text: str) -> None:
+    try:
+        code = subprocess.run(then).returncode
+    except OSError as exc:  # gone or made unrunnable since the check
+        raise ScarceError(f"--then command could not start ({exc.strerror}): {text}") from None
+    if code:
+        raise ScarceError(f"--then command exited {code}: {text}")
 
 
 def then_command(text: str) -> list[str]:

@@ -10,8 +10,15 @@ try, the PrismRunner, which downloads a Prism binary from GitHub (unpinned) and 
 machine without internet that try fails after a DNS lookup, a worker pool start and a second
 translation of the pipeline; on one with internet the pipeline would run on another engine.
 `--runner PrismRunner` still asks for Prism.
+
+A DoFn that fails is logged by Beam with its traceback (`apache_beam.runners.common`, ERROR) before
+the error is raised; the raised error is what our commands print, on one line, so that log is
+dropped (`SCARCE_LM_BEAM_TRACEBACKS=1` keeps it, for debugging).
 """
 from __future__ import annotations
+
+import logging
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_provision_api_pb2
@@ -26,6 +33,17 @@ LOCAL = "pipelines.runners.LocalRunner"
 _DASK_NAMES = {"daskrunner", "dask", "apache_beam.runners.dask.dask_runner.daskrunner"}
 _DIRECT_NAMES = {"directrunner", "direct", "switchingdirectrunner", "apache_beam.runners.direct.direct_runner.directrunner",
                  "apache_beam.runners.direct.direct_runner.switchingdirectrunner"}
+
+
+class _NoFailedDoFnTraceback(logging.Filter):
+    """Drops Beam's log of a failed DoFn (`_LOGGER.exception`, the only record with a traceback
+    that module logs): the error itself is raised, and said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or os.environ.get("SCARCE_LM_BEAM_TRACEBACKS") == "1"
+
+
+logging.getLogger("apache_beam.runners.common").addFilter(_NoFailedDoFnTraceback())
 
 
 class LocalRunner(fn_runner.FnApiRunner):

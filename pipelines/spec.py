@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from augment.registry import parse_augment
 from common.snapshot_format import SPLITS
 from pipelines.errors import SpecError
+from pipelines.languages import CONFUSABLE, ISO_639_ALIASES
 from pipelines.toml_table import TomlTable
 
 FORMATS = ("lines", "paragraphs", "document", "jsonl", "conllu", "parquet")
@@ -25,15 +26,6 @@ NEAR_DUP_ACTIONS = ("drop", "keep", "off")
 SHINGLES = ("char", "word")
 # Names that `datasets` uses for its splits, mapped onto ours.
 HF_SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
-# Languages that a character n-gram identifier confuses with the corpus language; a record
-# predicted as one of these still counts as the corpus language (Galician is not Portuguese).
-CONFUSABLE = {
-    "gl": ["pt", "es"], "pt": ["gl"], "es": ["gl", "ca", "an", "ast"], "ca": ["oc", "es"],
-    "oc": ["ca"], "ast": ["es"], "fo": ["is", "nn", "no", "da"], "is": ["fo"],
-    "nn": ["no", "nb", "da", "sv"], "nb": ["no", "nn", "da", "sv"], "no": ["nb", "nn", "da", "sv"],
-    "da": ["no", "nb", "nn"], "bs": ["hr", "sr"], "hr": ["bs", "sr"], "sr": ["bs", "hr"],
-    "ms": ["id"], "id": ["ms"], "lb": ["de"], "af": ["nl"], "mt": ["it"], "eu": [],
-}
 # Checked with fullmatch: `$` would let a trailing newline through ("nl\n" made a folder `nl\n`).
 _LANG_RE = re.compile(r"[a-z]{2,3}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -271,7 +263,7 @@ def _split(t: TomlTable, sources: tuple[Source, ...]) -> SplitSpec:
 
 
 def _langid(t: TomlTable, language: str) -> LangIdSpec:
-    confusable = t.get("confusable", list, CONFUSABLE.get(language, []))
+    confusable = t.get("confusable", list, CONFUSABLE.get(ISO_639_ALIASES.get(language, language), []))
     if not all(isinstance(c, str) and _LANG_RE.fullmatch(c) for c in confusable):
         raise t.fail("confusable", "must be a list of ISO 639 codes")
     langid = LangIdSpec(

@@ -24,11 +24,14 @@ import http.server
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -73,6 +76,27 @@ def gl_split_spec(folder: Path, counts: tuple[int, int, int], extra: str, name: 
     sources = sources_toml(*({"path": f"{s}.txt", "format": "lines", "split": s} for s in SPLITS))
     return write_spec(folder, sources + '[split]\nmethod = "source"\n' + extra, name=name)
 
+
+def augmented_gl(folder: Path, counts: tuple[int, int, int], augment: str, name: str) -> Path:
+    """A snapshot of `gl_split_spec` (language identification and near dedup off) augmented by
+    the `augment` table; its folder (OUT/NAME)."""
+    from pipelines.augmentation import augment_snapshot
+    extra = '[langid]\naction = "off"\n[dedup]\nnear = "off"\n' + augment
+    snapshot = _build(gl_split_spec(folder, counts, extra, name), folder / "out")
+    augment_snapshot(str(snapshot))
+    return snapshot
+
+
+# One noise variant of each line (swapped and mistyped characters), as an [augment] table.
+NOISE_STEP = """
+[augment]
+seed = 13
+[[augment.steps]]
+augmenter = "noise"
+ops = ["swap", "typo"]
+rate = 0.1
+variants = 1
+"""
 
 # Two augmentation steps, MyThes synonyms then noise, that more than one test's [augment] table runs.
 SYNONYMS_AND_NOISE = """[[augment.steps]]
@@ -281,3 +305,34 @@ def err_line(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]
+
+
+def kill_when(cmd: list[str], out: Path, ready: Callable[[Path], bool], log: Path,
+              sig: signal.Signals = signal.SIGKILL, timeout: float = 120) -> None:
+    """Start `cmd`, poll `ready(out)` every millisecond and send `sig` the moment it holds;
+    fails when the command ends first."""
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not holds(ready, out):
+                if proc.poll() is not None:
+                    pytest.fail(f"the command ended (exit {proc.returncode}) before the kill point: "
+                                + log.read_text(errors="replace")[-2000:])
+                if time.monotonic() > deadline:
+                    pytest.fail("the kill point was never reached")
+                time.sleep(0.001)
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -sig, f"exit {proc.returncode}, not killed by {sig.name}"
+
+
+def holds(ready: Callable[[Path], bool], out: Path) -> bool:
+    try:
+        return ready(out)
+    except (OSError, ValueError):  # a file written or renamed while read
+        return False

@@ -20,7 +20,7 @@ from lm.distill.config import PRESETS, Settings, flag, options, resolve_settings
 from lm.distill.judge import train_judges
 from lm.distill.rounds import Rounds, arm_model
 from lm.distill.variants import ensure_augmented, read_variants
-from lm.distill.workspace import Workspace, run_tokenizer
+from lm.distill.workspace import Workspace, check_teacher, check_teacher_hf, run_tokenizer
 
 DESCRIPTION = "`python -m lm.distill --corpus OUT/NAME --out RUN [options]`: augmentation plus distillation."
 
@@ -116,6 +116,10 @@ def reader_samples(ws: Workspace, order: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.teacher:  # before the run folder, the augmentation and the judges: a bad one costs nothing
+        check_teacher(Path(args.teacher))
+    if args.teacher_hf:
+        check_teacher_hf(Path(args.teacher_hf))
     parallel.start_command()
     with RunLock(args.out):  # one command per run folder: a second exits 75 (common.lock)
         report = distill(args)

@@ -9,8 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.files import read_json
+from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, verify
 from lm.corpus import Snapshot
 from lm.data import Batches, Pool
+from lm.errors import UsageError
 from lm.fit import TrainSettings, dev_set, optim_for, real_tokenizer, split_key, train_into, train_pool
 from lm.losses import LossConfig
 from lm.model import ModelConfig
@@ -21,6 +24,38 @@ from lm.tokenizer import MODEL_FILE, Tokenizer
 from lm.trainer import Dev, LoopConfig, OptimConfig, Summary, Teacher
 
 from lm.distill.config import Settings
+
+
+def check_teacher(path: Path) -> None:
+    """`--teacher RUN` before any work: one of our run folders (a run.json describing a model, its
+    tokenizer.model) with a checkpoint to load, its files as saved (`lm.checkpoint.verify`). A
+    UsageError in one line otherwise; a corrupt checkpoint is a CheckpointError."""
+    where = f"--teacher {path}"
+    hint = "give one of our run folders (python -m lm.train --out RUN, or lm.distill's RUN/models/NAME)"
+    if not path.is_dir():
+        raise UsageError(f"{where}: {'not a folder' if path.exists() else 'no such folder'}; {hint}")
+    try:
+        info = read_json(path / "run.json")
+    except FileNotFoundError:
+        raise UsageError(f"{where}: not a run folder of ours (no run.json); {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{where}: run.json cannot be read ({type(exc).__name__}); {hint}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise UsageError(f"{where}: run.json describes no model; {hint}")
+    if not (path / MODEL_FILE).is_file():
+        raise UsageError(f"{where}: the run has no {MODEL_FILE} (its tokenizer, which the students adopt); {hint}")
+    ckpts = Checkpoints(path, read_only=True)
+    which = BEST_DIR if ckpts.latest_step(BEST_DIR) is not None else RESUME_DIR
+    step = ckpts.latest_step(which)
+    if step is None:
+        raise UsageError(f"{where}: the run has no checkpoint yet ({BEST_DIR}/ or {RESUME_DIR}/): train it first")
+    verify(path / which / str(step))
+
+
+def check_teacher_hf(path: Path) -> None:
+    """`--teacher-hf PATH` before any work: a folder with safetensors weights (`lm.hf_model`'s rule)."""
+    if not path.is_dir() or not any(path.glob("*.safetensors")):
+        raise UsageError(f"--teacher-hf {path}: not a local Hugging Face model folder with .safetensors weights")
 
 
 def run_tokenizer(run: Path, settings: Settings, snapshot: Snapshot) -> Tokenizer:

@@ -17,9 +17,10 @@ truncated export stops with one line instead of producing numbers.
 
 OUT is replaced only when it is absent, empty or an earlier export (it holds `export.json`);
 any other folder needs `--force`, and the run folder, a folder holding it or its checkpoints,
-or a folder holding any run (`run.json`) is refused even then (`check_out`), so an export never
-deletes what it did not write. Exit codes: 0 ok, 1 failure (missing or corrupt checkpoint),
-2 usage (including a refused OUT).
+a folder holding any run (`run.json`) or any corpus snapshot (`common.snapshot_format`: a
+corpus folder's `LATEST` or `HISTORY`, a version's `manifest.json`) is refused even then
+(`check_out`), so an export never deletes what it did not write. Exit codes: 0 ok, 1 failure
+(missing or corrupt checkpoint), 2 usage (including a refused OUT).
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 
 from common.files import read_json, sha256_file, write_json
+from common.snapshot_format import LATEST, MANIFEST
 from lm.errors import UsageError, run_cli
 from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
 from lm.quant import flatten, quantize_params
@@ -68,14 +70,38 @@ def check_out(out: Path, run: Path, force: bool = False) -> None:
     """Refuse (UsageError) an OUT whose replacement would delete what the export did not write."""
     check_place(out, run)
     o = out.resolve()
-    if not o.is_dir() or not any(o.iterdir()) or _is_export(o):
+    if not o.is_dir() or not any(o.iterdir()):
         return
-    if not force:
+    if not force and not _is_export(o):
         raise UsageError(f"--out {out} is not empty and not an earlier export (no {EXPORT_FILE}): refusing to "
                          "replace it; give --force to replace it, or choose another folder")
-    held = next((p.parent for p in o.rglob("run.json")), None)
-    if held is not None:
-        raise UsageError(f"--out {out} holds a run folder ({held}): refusing to replace it, even with --force")
+    found = next(irreplaceable(o), None)  # an export.json does not vouch for what else the folder holds
+    if found is not None:
+        what, held = found
+        raise UsageError(f"--out {out} {'is' if held == o else 'holds'} {what} ({held}): refusing to replace it, "
+                         "even with --force; choose another folder")
+
+
+SNAPSHOT_MARKS = (LATEST, "HISTORY")  # a corpus folder's files (pipelines.snapshot)
+
+
+def irreplaceable(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(what, where) for each run (`run.json`) and corpus snapshot (a corpus folder's LATEST or
+    HISTORY, a version's manifest.json listing shards) in `folder` or under it."""
+    for path in sorted(folder.rglob("*")):
+        if path.name == "run.json" and path.is_file():
+            yield "a run folder", path.parent
+        elif path.name in SNAPSHOT_MARKS and path.is_file():
+            yield "a corpus snapshot", path.parent
+        elif path.name == MANIFEST and path.is_file() and _lists_shards(path):
+            yield "a corpus snapshot version", path.parent
+
+
+def _lists_shards(path: Path) -> bool:
+    try:
+        return isinstance(read_json(path).get("shards"), list)
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: keep it, as if it were one
 
 
 def _provenance(model: FlaxModel, fmt: str, weights: Path, **extra: Any) -> dict[str, Any]:

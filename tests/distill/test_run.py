@@ -13,16 +13,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import SYNONYMS_AND_NOISE, gl_lines, gl_split_spec, read_split
+from tests.helpers import SYNONYMS_AND_NOISE, augmented_gl, gl_lines, read_split
 from lm.checkpoint import Checkpoints, RESUME_DIR
 from lm.distill import main as distill_main
 from lm.corpus import open_snapshot
 from lm.distill.judge import LeakError, score
 from lm.errors import run_cli
 from lm.train import main as train_main
-from pipelines.augmentation import augment_snapshot
-from pipelines.build import build
-from pipelines.spec import load_spec
 
 MODELS = ("teacher", "student", "baseline", "student_no_kd", "student_no_aug")
 FIELDS = {"params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second"}
@@ -40,11 +37,7 @@ top_p = 0.9
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("distill-corpus")
-    extra = '[langid]\naction = "off"\n[dedup]\nnear = "off"\n' + AUGMENT
-    build(load_spec(gl_split_spec(folder, (300, 60, 60), extra, "gldistill")), str(folder / "out"))
-    augment_snapshot(str(folder / "out" / "gldistill"))
-    return folder / "out" / "gldistill"
+    return augmented_gl(tmp_path_factory.mktemp("distill-corpus"), (300, 60, 60), AUGMENT, "gldistill")
 
 
 def stamp(path: Path) -> tuple[int, bytes]:
@@ -315,8 +308,20 @@ def test_bad_options_are_usage_errors(corpus: Path, tmp_path: Path, capsys) -> N
     assert run_cli(distill_main, base + ["--keep-quantile", "0"]) == 2
     assert run_cli(distill_main, ["--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "r2")]) == 1
     assert "no corpus snapshot" in capsys.readouterr().err
-    assert run_cli(distill_main, base + ["--teacher-hf", str(tmp_path)]) == 1
+    # A teacher folder that cannot load is refused before any work, as a usage error.
+    assert run_cli(distill_main, base + ["--teacher-hf", str(tmp_path)]) == 2
     assert "safetensors" in capsys.readouterr().err
+
+
+def test_lm_train_refuses_to_resume_a_model_distill_trained(run: dict, corpus: Path, capsys) -> None:
+    """`lm.train --out RUN/models/student-s0` used to die in a traceback; it is one usage line now,
+    and the model's folder is left as it was (issue 29, item 12)."""
+    model = run["out"] / "models" / "student-s0"
+    before = stamp(model / "run.json")
+    assert run_cli(train_main, ["--corpus", str(corpus), "--out", str(model), "--steps", "500"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lm.distill trained ('student-s0')" in err[0] and "--out" in err[0], err
+    assert stamp(model / "run.json") == before
 
 
 def make_tiny_llama(folder: Path) -> Path:

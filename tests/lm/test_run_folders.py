@@ -1,11 +1,14 @@
 """Run folders under hostile use: a second command on a folder in use, `lm.ship.prune --out`
-pointed at a folder it did not write, and a checkpoint (loaded unchecked) with NaN weights.
+pointed at a folder it did not write, a checkpoint (loaded unchecked) with NaN weights, and a
+disk that refuses a checkpoint.
 
 Each refusal is one line on stderr with its documented exit code (1 failure, 2 usage, 75 busy),
 no traceback and nothing of the folder changed."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from tests.helpers import corpora, err_line, tiny_run
+from tests.helpers import TINY, corpora, err_line, tiny_run
 from lm.checkpoint import BEST_DIR, CHECKSUMS, RESUME_DIR, Checkpoints
 from lm.distill.cli import main as distill_main
 from lm.errors import LMError, run_cli
@@ -142,3 +145,39 @@ def test_a_non_finite_score_is_a_failure_never_a_number(run: Path) -> None:
                     good.tokenizer, good.info)  # past the loader: weights made non-finite after loading
     with pytest.raises(LMError, match="non-finite"):
         evaluate(nan, "test")
+
+
+# ---- 4. a disk that refuses the checkpoint ----------------------------------------------------
+# The child limits its own file size, then runs lm.train: writes past the limit fail with EFBIG
+# ("File too large") from the operating system, as on a full disk or a quota, not from a mock.
+LIMITED = ("import resource, runpy, signal, sys\n"
+           "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel ends the process\n"
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2)\n"
+           "sys.argv = ['lm.train', *sys.argv[2:]]\n"
+           "runpy.run_module('lm.train', run_name='__main__', alter_sys=True)\n")
+
+
+def test_a_disk_that_refuses_a_checkpoint_stops_train_in_one_line_and_the_run_resumes(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Orbax printed dozens of tracebacks and left its temporary folder when a save failed (issue
+    29, item 12). Now: exit 1, one line naming the checkpoint and the operating system's reason,
+    no temporary folder, and the same command, once the disk has room, trains the run to its end."""
+    out = tmp_path / "r"
+    args = ["--corpus", str(corpora(tmp_path_factory)["gl"]), "--out", str(out), *TINY, "--steps", "8",
+            "--eval-every", "4"]
+    # the compile cache off: the child must not leave a truncated cache entry behind
+    env = {**os.environ, "SCARCE_LM_NO_COMPILE_CACHE": "1"}
+    # 100 kB: the tokenizer fits, a checkpoint does not
+    full = subprocess.run([sys.executable, "-c", LIMITED, "100000", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    err = full.stderr.strip().splitlines()
+    assert full.returncode == 1 and len(err) == 1, full.stderr[-3000:]
+    assert re.fullmatch(rf"error: cannot write checkpoint {re.escape(str(out))}/(best|checkpoints)/4 "
+                        r"\(File too large\); free space and re-run the same command: .*", err[0]), err[0]
+    assert not [p for p in out.rglob("*") if "orbax-checkpoint-tmp" in p.name]
+    again = subprocess.run([sys.executable, "-m", "lm.train", *args], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert Checkpoints(out, read_only=True).latest_step() == 8
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8
