@@ -2,8 +2,10 @@
 
 * The real text in ../shared/data (`SCARCE_LM_SHARED_DATA` elsewhere): `gl_lines`, `GL`, `SHAKESPEARE`.
 * Corpus specs and snapshots: `write_spec`, `sources_toml`, `gl_split_spec`, `small_spec` (with
-  the `AUGMENT` steps), `read_split`, `read_rejected`, `tree_digest`, `check_accounting`.
+  the `AUGMENT` steps), `noise_step`, `augmented_gl`, `read_split`, `read_rejected`, `tree_digest`,
+  `check_accounting`.
 * Local HTTP servers: `serving` with a `QuietHandler`.
+* Killing a real command at a point seen on disk: `kill_when`, `holds`.
 * The small corpora and the tiny trained run of the lm tests, built once per test session (cached
   under pytest's base temp folder), and checks on them: `corpora`, `tiny_run`, `copy_with_empty`,
   `assert_generated`:
@@ -87,10 +89,11 @@ def augmented_gl(folder: Path, counts: tuple[int, int, int], augment: str, name:
     return snapshot
 
 
-# One noise variant of each line (swapped and mistyped characters), as an [augment] table.
-NOISE_STEP = """
+def noise_step(seed: int) -> str:
+    """An [augment] table: one noise variant of each line (swapped and mistyped characters)."""
+    return f"""
 [augment]
-seed = 13
+seed = {seed}
 [[augment.steps]]
 augmenter = "noise"
 ops = ["swap", "typo"]

@@ -21,22 +21,11 @@ from pipelines.lock import CorpusLock
 from pipelines.refresh import main as refresh_main
 from pipelines.spec import load_spec
 
-from tests.helpers import TINY, gl_split_spec
-
-NOISE_ONLY = """
-[augment]
-seed = 3
-[[augment.steps]]
-augmenter = "noise"
-ops = ["swap", "typo"]
-rate = 0.1
-variants = 1
-"""
-
+from tests.helpers import TINY, gl_split_spec, noise_step
 
 def card_spec(folder: Path, train_lines: int = 60) -> Path:
     """gl-ctg's first `train_lines`/20/20 lines as sources, noise as the augmenter."""
-    return gl_split_spec(folder, (train_lines, 20, 20), NOISE_ONLY, "glcard")
+    return gl_split_spec(folder, (train_lines, 20, 20), noise_step(3), "glcard")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import pytest
 
 from lm.loader import load_model
 from lm.trainer import resume_step
-from tests.helpers import NOISE_STEP, ROOT, augmented_gl, holds, kill_when
+from tests.helpers import ROOT, augmented_gl, holds, kill_when, noise_step
 
 MODELS = ("teacher", "student-s0", "baseline-s0")
 FIGURES = ("params", "dev_bits_per_char", "test_bits_per_char")
@@ -34,7 +34,7 @@ FIGURES = ("params", "dev_bits_per_char", "test_bits_per_char")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200, 40 and 40 lines of gl-ctg, split by source, with one noise variant of each train line."""
-    return augmented_gl(tmp_path_factory.mktemp("kill-distill-corpus"), (200, 40, 40), NOISE_STEP, "glkill")
+    return augmented_gl(tmp_path_factory.mktemp("kill-distill-corpus"), (200, 40, 40), noise_step(13), "glkill")
 
 
 def command(corpus: Path, out: Path) -> list[str]:
