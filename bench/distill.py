@@ -144,7 +144,7 @@ def stale_note(name: str, rep: dict[str, Any]) -> str:
     from lm.distill.config import PRESETS
     s = rep["settings"]
     now = PRESETS[s.get("preset", "demo")].defaults().stored()
-    skip = {"corpus", "seed", "teacher", "teacher_hf"}
+    skip = {"corpus", "seed", "seeds", "teacher", "teacher_hf"}  # seeds: the bench trains EVIDENCE_SEEDS
     diff = [f"{k} {v} (now {now[k]})" for k, v in s.items() if k in now and k not in skip and v != now[k]]
     if any("dev_gain" not in v for v in rep["augmenters"].values()):
         diff.append("no dev-gain screen (its augmenters record no dev gain)")
@@ -173,11 +173,16 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
             for a, v in sorted(rep["augmenters"].items())]
     cache = rep.get("teacher_cache") or {}
     cache_note = f", {cache.get('rows_filled', 0):,} sequences cached, {cache.get('bytes', 0) / 1e6:.0f} MB" if cache else ""
-    steps = "; ".join(f"{a} {', '.join(str(x['best_step']) for x in models[a]['per_seed'])} (ran "
-                      f"{', '.join(str(x['steps']) for x in models[a]['per_seed'])})" for a in ("student", "baseline"))
-    last = all(x["best_step"] == x["steps"] for a in ("student", "baseline") for x in models[a]["per_seed"])
-    steps += (": every best checkpoint is the last one, so no model stopped early; these are figures at the "
-              "demo's step budget, still improving, not converged ones" if last else "")
+    trained = {a: x.get("per_seed") or [x] for a, x in models.items() if a != "ngram"}
+    steps = "; ".join(f"{a} {', '.join(str(x.get('best_step')) for x in runs)} (ran "
+                      f"{', '.join(str(x.get('steps')) for x in runs)})" for a, runs in trained.items())
+    budget = [a for a, runs in trained.items() if any(x.get("best_step") == x.get("steps") for x in runs)]
+    if budget and len(budget) == len(trained):
+        steps += (": every best checkpoint is the last one, so no model stopped early; these are figures at the "
+                  "demo's step budget, still improving, not converged ones")
+    elif budget:
+        steps += (f". Budget-bound (best checkpoint = last step, still improving): {', '.join(budget)}; the others "
+                  "stopped on dev")
     samples = [sample_line(i + 1, x) for i, x in enumerate(rep.get("samples", [])[:3])]
     return render("distill_corpus", name=name, r=r, rep=rep, st=rep["student_model"], cache_note=cache_note,
                   stale=stale_note(name, rep),

@@ -3,7 +3,8 @@ bench/train.py's speed test.
 
 `python bench/speed_worker.py ENGINE THREADS` with ENGINE `jax` (ours: the jitted step `lm.train`
 runs, AdamW, clipping, donation, one XLA device per allowed core), `jax_1dev` (the same on one
-device with every allowed thread: what the per-core split buys), `eager` (PyTorch
+device with every allowed thread: what the per-core split buys), `jax_paired` (two models of the
+shape, as a student and its baseline, in one vmapped step: tokens/s is both arms'), `eager` (PyTorch
 `transformers.LlamaForCausalLM` of the same shape, its faster attention of `sdpa` and `eager`)
 or `compile` (the same under `torch.compile`). THREADS 1 pins the process to one core (ours: one
 device; PyTorch: one thread); 2 gives it two. The thread count must be fixed before the framework
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VOCAB = 512
+ARMS = {"jax_paired": 2}  # engines training several models in one step; tokens/s is their total
 WARMUP = 3
 MATMUL_N, MATMUL_REPEATS = 2048, 10
 
@@ -52,24 +54,39 @@ def tokens_for(cfg: Any, batch: int) -> Any:
     return np.random.default_rng(1).integers(0, VOCAB, (batch, cfg.context + 1)).astype(np.int32)
 
 
-def jax_stepper(cfg: Any, tokens: Any) -> Callable[[], None]:
-    """One training step of ours: the jitted step of `lm.trainer` with the cross-entropy loss."""
+def jax_stepper(cfg: Any, tokens: Any, arms: int = 1) -> Callable[[], None]:
+    """One training step of ours: the jitted step of `lm.trainer` with the cross-entropy loss; with
+    `arms` 2, the same update vmapped over two stacked models (seeds 0 and 1), each with its own
+    batch and optimiser state: paired arms trained together in one compiled step."""
     import jax
     import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from lm import parallel
     from lm.losses import LossConfig
     from lm.model import init_params
+    from lm.objective import make_update
     from lm.trainer import OptimConfig, make_optimizer, make_step
 
     tx, _ = make_optimizer(OptimConfig(decay_steps=10_000, warmup=100))
     mesh = parallel.make_mesh()
-    step = make_step(cfg, LossConfig(), tx, mesh)
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    params = parallel.put(init_params(cfg, 0), repl)
-    state = {"params": params, "opt": parallel.put(tx.init(params), repl)}
-    arrays = jax.device_put({"x": tokens[:, :-1], "y": tokens[:, 1:],
-                             "m": np.ones(tokens[:, 1:].shape, np.float32)}, data)
+    batches = [{"x": t[:, :-1], "y": t[:, 1:], "m": np.ones(t[:, 1:].shape, np.float32)}
+               for t in [tokens] + [np.roll(tokens, i, axis=0) for i in range(1, arms)]]
+    models = [init_params(cfg, seed) for seed in range(arms)]
+    if arms == 1:
+        step = make_step(cfg, LossConfig(), tx, mesh)
+        params, arrays = parallel.put(models[0], repl), jax.device_put(batches[0], data)
+        opt = parallel.put(tx.init(params), repl)
+    else:
+        stack = lambda trees: jax.tree.map(lambda *xs: np.stack(xs), *trees)  # noqa: E731
+        data = NamedSharding(mesh, P(None, *data.spec))  # arms first, each arm's batch split
+        step = jax.jit(jax.vmap(make_update(cfg, LossConfig(), tx), in_axes=(0, 0, None, 0, None)),
+                       in_shardings=(repl, repl, repl, data, repl), out_shardings=(repl, repl, repl),
+                       donate_argnums=(0, 1))
+        params, arrays = parallel.put(stack(models), repl), jax.device_put(stack(batches), data)
+        opt = parallel.put(jax.vmap(tx.init)(params), repl)
+    state = {"params": params, "opt": opt}
 
     def run() -> None:
         state["params"], state["opt"], losses = step(state["params"], state["opt"], {}, arrays, np.int32(0))
@@ -167,7 +184,7 @@ def main() -> int:
             cfg = config(req["model"])
             tokens = tokens_for(cfg, req["batch"])
             if engine.startswith("jax"):
-                steppers[key] = (jax_stepper(cfg, tokens), "")
+                steppers[key] = (jax_stepper(cfg, tokens, arms=ARMS.get(engine, 1)), "")
             else:
                 steppers[key] = fastest_torch(cfg, tokens, engine == "compile")
             for _ in range(WARMUP):
@@ -178,7 +195,8 @@ def main() -> int:
             run()
         seconds = time.perf_counter() - t
         cfg = config(req["model"])
-        print(json.dumps({"tokens_per_s": req["steps"] * req["batch"] * cfg.context / seconds, "attn": attn}), flush=True)
+        tokens = req["steps"] * req["batch"] * cfg.context * ARMS.get(engine, 1)  # every arm's
+        print(json.dumps({"tokens_per_s": tokens / seconds, "attn": attn}), flush=True)
     return 0
 
 

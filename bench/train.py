@@ -38,7 +38,8 @@ from bench.common import (QUIET_LOAD, fmt, load_1m, machine as common_machine, m
 RESULTS = ROOT / "bench" / "results" / "train.json"
 SECTION = "## Training (bench/train.py)"
 PY = sys.executable
-WORKERS = (("jax", 1), ("jax", 2), ("jax_1dev", 2), ("eager", 1), ("eager", 2), ("compile", 1), ("compile", 2))
+WORKERS = (("jax", 1), ("jax", 2), ("jax_1dev", 2), ("jax_paired", 2), ("eager", 1), ("eager", 2), ("compile", 1),
+           ("compile", 2))
 MODELS, BATCHES, ROUNDS = ("student", "teacher"), (12, 32), 5
 STEPS = {"student": 6, "teacher": 2}
 QUIET_WAIT_S = 600
@@ -142,13 +143,21 @@ def verdicts(r: dict[str, Any]) -> dict[str, str]:
     one = {(x["model"], x["batch"]): x["tokens_per_s"] for x in r["quiet_speed"] if x["engine"] == "jax_1dev"}
     two = {(x["model"], x["batch"]): x["tokens_per_s"] for x in r["quiet_speed"] if x["engine"] == "jax" and x["threads"] == 2}
     split_gain = [two[k] / one[k] for k in one]
+    paired = {(x["model"], x["batch"]): x["tokens_per_s"] / two[(x["model"], x["batch"])]
+              for x in r["quiet_speed"] if x["engine"] == "jax_paired"}
+    pairs = ("; ".join(f"{m} batch {b} {v:.2f}x" for (m, b), v in sorted(paired.items())) if paired else "")
+    pays = bool(paired) and min(paired.values()) > 1.05
+    pair_text = (f" Two arms of one shape in one vmapped step (`jax_paired`, both arms' tokens) run at {pairs} the "
+                 "tokens/s of one arm at a time: " + ("training arms together pays on this CPU, and lm.distill does not "
+                 "do it yet." if pays else "training arms together does not pay on this CPU, so lm.distill trains them "
+                 "one after the other.") if paired else "")
     return {
         "speed": (f"Ours is {min(eager):.2f}-{max(eager):.2f}x PyTorch eager and {min(comp):.2f}-{max(comp):.2f}x "
                   f"`torch.compile` over the rows above. The aims (at least 1.5x eager and 1x compile at both batch "
                   f"sizes) are {'met' if min(eager) >= 1.5 and min(comp) >= 1 else 'not met'}; MFU at 2 threads, "
                   f"batch 32: student {100 * mfu['student']:.0f}%, teacher {100 * mfu['teacher']:.0f}% (aim 45%: "
                   f"{'met' if min(mfu.values()) >= 0.45 else 'not met'}). One XLA device per core is "
-                  f"{min(split_gain):.2f}-{max(split_gain):.2f}x one device with both threads."),
+                  f"{min(split_gain):.2f}-{max(split_gain):.2f}x one device with both threads.{pair_text}"),
         "reproduced": reproduced(e),
         "quality": (f"At the peer's wall time ({peer['wall_s']:.1f} s; ours took {ours['wall_s']:.1f} s, whole command) "
                     f"ours is {_lower(peer['nanogpt_estimator'] - ours['nanogpt_estimator'])} under nanoGPT's estimator "

@@ -126,11 +126,20 @@ def objective_for(teacher: Teacher | None, loss: LossConfig) -> Objective:
 
 def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
               objective: Objective = CrossEntropy(), masked: bool = False):
-    """The jitted update `(params, opt_state, extra, batch, step) -> (params, opt_state, (loss, ce,
-    kl))`; `batch` has "x", "y", "m" plus the objective's arrays. Dropout (`cfg.dropout`) draws
-    from `extra["key"]` folded with the step number; `masked`: the parameters are multiplied by
-    `extra["keep"]` after the update (pruned weights stay zero). Gradients are all-reduced by XLA
-    across the mesh."""
+    """`make_update` jitted on the mesh: parameters and optimiser state replicated and donated, the
+    batch split over the devices; XLA all-reduces the gradients."""
+    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(make_update(cfg, loss, tx, objective, masked), in_shardings=(repl, repl, repl, data, repl),
+                   out_shardings=(repl, repl, repl), donate_argnums=(0, 1))
+
+
+def make_update(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformation,
+                objective: Objective = CrossEntropy(), masked: bool = False):
+    """The update `(params, opt_state, extra, batch, step) -> (params, opt_state, (loss, ce, kl))`,
+    not jitted (bench/speed_worker.py vmaps it over paired arms); `batch` has "x", "y", "m" plus
+    the objective's arrays. Dropout (`cfg.dropout`) draws from `extra["key"]` folded with the step
+    number; `masked`: the parameters are multiplied by `extra["keep"]` after the update (pruned
+    weights stay zero)."""
     apply = make_train_apply(cfg)
     alpha = objective.alpha_of(loss)
 
@@ -150,10 +159,7 @@ def make_step(cfg: ModelConfig, loss: LossConfig, tx: optax.GradientTransformati
         if masked:
             params = jax.tree.map(lambda p, k: p * k, params, extra["keep"])
         return params, opt_state, (value, ce, kl)
-
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(repl, repl, repl, data, repl), out_shardings=(repl, repl, repl),
-                   donate_argnums=(0, 1))
+    return step
 
 
 def make_eval_step(cfg: ModelConfig, mesh: jax.sharding.Mesh):
