@@ -38,6 +38,14 @@ def replacing(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_npy(path: str | Path, array: Any) -> None:
+    """Save `array` as a .npy file atomically (`replacing`): a re-run reads it whole or not at all."""
+    import numpy as np
+
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically (`replacing`)."""
     with replacing(path) as tmp:

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from common.files import replacing, user_cache_dir
+from common.files import user_cache_dir, write_npy
 from lm.errors import DataError
 from lm.tokenizer import Tokenizer
 
@@ -68,8 +68,7 @@ def token_stream(tokenizer: Tokenizer, docs: list[str], key: str | None) -> np.n
             pass  # a torn cache file is rebuilt below
     stream = encode_documents(tokenizer, docs)
     try:
-        with replacing(path) as tmp, open(tmp, "wb") as f:  # atomic: readers see a whole file or none
-            np.save(f, stream)
+        write_npy(path, stream)
     except OSError:
         pass  # a full disk or a read-only cache folder: the stream is only not cached
     return stream

@@ -26,6 +26,15 @@ from lm.errors import CheckpointError, UsageError, first_line
 MAX_CONTEXT = 1024  # scoring windows: long enough for sentences, short enough for a CPU
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why `path` is not a folder HFModel loads (a local folder with safetensors weights); None if it is."""
+    if not path.is_dir():
+        return "not a folder (a local Hugging Face model folder is expected)"
+    if not any(path.glob("*.safetensors")):
+        return "no .safetensors weights (only safetensors are loaded, never pickles)"
+    return None
+
+
 class HFTokenizer:
     """A transformers tokenizer behind lm's Tokenizer interface (no special tokens added)."""
 
@@ -71,10 +80,8 @@ class HFModel:
         except ImportError as exc:
             raise UsageError(f"{label} needs PyTorch and transformers ({exc}); pip install -e '.[hf]'") from exc
         p = Path(path)
-        if not p.is_dir():
-            raise CheckpointError(f"{label} {p}: not a folder (a local Hugging Face model folder is expected)")
-        if not any(p.glob("*.safetensors")):
-            raise CheckpointError(f"{label} {p}: no .safetensors weights (only safetensors are loaded, never pickles)")
+        if problem := folder_problem(p):
+            raise CheckpointError(f"{label} {p}: {problem}")
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from common.files import read_json, replacing, write_json
+from common.files import read_json, write_json, write_npy
 from lm.errors import DataError
 from lm.ngram import KN, METHODS, START_ORDER, CharNgram, dev_curve
 from lm.run import data_record, seen_by
@@ -171,8 +171,7 @@ def real_scores(ws: Workspace, judges: list[Judge]) -> list[np.ndarray]:
         scores = score(ws, j, [r["text"] for r in recs], [r["id"] for r in recs])
         ws.log(f"{j.name}: {len(recs):,} real sentences of the other half scored in {time.perf_counter() - t:.1f}s, "
                f"median {np.nanmedian(scores):.3f} bits/char")
-        with replacing(path) as tmp, open(tmp, "wb") as f:  # whole or absent: a re-run reads it back
-            np.save(f, scores)
+        write_npy(path, scores)
         out.append(scores)
     return out
 

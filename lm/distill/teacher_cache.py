@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.files import read_json, replacing, write_json
+from common.files import read_json, write_json, write_npy
 from lm.data import Batch, Pool
 from lm.losses import TopK
 
@@ -94,7 +94,7 @@ class TeacherCache:
                 idx = np.lib.format.open_memmap(idx_p, "w+", dtype, (n, ctx, self.k))
                 val = np.lib.format.open_memmap(val_p, "w+", np.float16, (n, ctx, self.k))
                 filled = np.zeros(n, bool)
-                np.save(fill_p, filled)
+                write_npy(fill_p, filled)
                 meta[pool.name] = {"key": key, "sequences": n, "context": ctx, "k": self.k,
                                    "temperature": self.temperature, "teacher": self.teacher_id}
                 self._write_meta(meta)
@@ -112,8 +112,7 @@ class TeacherCache:
         for name, c in self._open.items():
             c["indices"].flush()
             c["logprobs"].flush()
-            with replacing(self._path(name, "filled")) as tmp, open(tmp, "wb") as f:
-                np.save(f, c["filled"])
+            write_npy(self._path(name, "filled"), c["filled"])
 
     # ---- filling -----------------------------------------------------------------------------
     def _compute(self, pool: Pool, rows: np.ndarray, width: int) -> None:

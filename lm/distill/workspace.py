@@ -53,9 +53,11 @@ def check_teacher(path: Path) -> None:
 
 
 def check_teacher_hf(path: Path) -> None:
-    """`--teacher-hf PATH` before any work: a folder with safetensors weights (`lm.hf_model`'s rule)."""
-    if not path.is_dir() or not any(path.glob("*.safetensors")):
-        raise UsageError(f"--teacher-hf {path}: not a local Hugging Face model folder with .safetensors weights")
+    """`--teacher-hf PATH` before any work: a folder `lm.hf_model.HFModel` loads, else a UsageError."""
+    from lm.hf_model import folder_problem
+
+    if problem := folder_problem(path):
+        raise UsageError(f"--teacher-hf {path}: {problem}")
 
 
 def run_tokenizer(run: Path, settings: Settings, snapshot: Snapshot) -> Tokenizer:
