@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 MIRROR ?=
 TORCH  ?= torch==2.13.0
+# llama-cpp-python builds llama.cpp from source: the library only, for this CPU
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 # Debian packages the augmenters use (Apertium pairs, WordNet, LibreOffice thesauri).
 APT_PACKAGES := apertium apertium-es-gl apertium-pt-gl apertium-eng-spa wordnet-base \
                 wordnet-sense-index mythes-gl mythes-en-us
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
 apt:

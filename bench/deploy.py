@@ -4,7 +4,7 @@
 gl-ctg run (bench/work/distill/runs/gl-ctg; the distillation runs first when it is missing) and
 runs `python -m lm.ship.deploy` on it with `--hf-generate`: float32 run, `hf` export on transformers
 and PyTorch (our cached loop, and `model.generate()` itself), int8 with the embedding quantised
-and left float32, and magnitude-pruned runs at 30%, 50% and 70% after a 100-step recovery
+and left float32, GGUF (f32, q8_0) on llama.cpp and ONNX (f32, int8) on ONNX Runtime, and magnitude-pruned runs at 30%, 50% and 70% after a 100-step recovery
 fine-tune. Writes bench/results/deploy.json and the "Deployment" section of bench/README.md, with
 generation speed as a ratio to the same model on transformers + PyTorch, measured in the same run
 (template: bench/templates/deploy.md). `--readme` rewrites that section from the results JSON
@@ -56,6 +56,55 @@ def pruned_note(doc: dict[str, Any]) -> str:
             "runs with each other, not with float32")
 
 
+NATIVE_PAIRS = (("gguf-f32", "gguf-q8_0"), ("onnx-f32", "onnx-int8"))  # (float, 8-bit) per runtime
+
+
+def l3_cache_mb() -> float | None:
+    """This CPU's last-level cache (MB), from sysfs; None where it is not there."""
+    try:
+        size = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+    except OSError:
+        return None
+    return int(size[:-1]) / 1024 if size.endswith("K") else float(size.rstrip("M"))
+
+
+def native_notes(doc: dict[str, Any]) -> str:
+    """The GGUF and ONNX rows in sentences, computed: size against float32, quality, the serving
+    process's memory, speed against Flax, and whether 8-bit beats float in either runtime."""
+    rows = {r["artefact"]: r for r in doc["artefacts"]}
+    if not all(n in rows for pair in NATIVE_PAIRS for n in pair):
+        return "- No GGUF or ONNX rows in this run."
+    f32, hf = rows["float32"], rows["hf"]
+    eight = [rows[q] for _, q in NATIVE_PAIRS]
+    share = " and ".join(f"{r['artefact']} stores {r['weights_bytes'] / hf['weights_bytes']:.1%}" for r in eight)
+    quality = ", ".join(f"{r['artefact']} {r['test_bits_per_char']:.4f} "
+                        f"({r['test_bits_per_char'] / f32['test_bits_per_char'] - 1:+.2%})" for r in eight)
+    native = [rows[n] for pair in NATIVE_PAIRS for n in pair]
+    peaks = [r["peak_mb"] for r in native]
+    fast = max(native, key=lambda r: r["tokens_per_s_1"])
+    ratios = {q: rows[q]["tokens_per_s_1"] / rows[f]["tokens_per_s_1"] for f, q in NATIVE_PAIRS}
+    wins = [q for q, r in ratios.items() if r > 1.0]
+    flops = 2 * (doc.get("params") or 0)  # multiply-adds of one token's matrix products
+    per_token = ", ".join(f"{1e6 / rows[f]['tokens_per_s_1']:.0f} µs on {rows[f]['engine']}"
+                          + (f" ({flops * rows[f]['tokens_per_s_1'] / 1e9:.1f} GFLOP/s)" if flops else "")
+                          for f, _ in NATIVE_PAIRS)
+    l3 = doc.get("l3_cache_mb")
+    fits = (f"the float32 weights ({hf['weights_bytes'] / 1e6:.1f} MB) fit in this CPU's {l3:g} MB last-level "
+            "cache, so 8-bit weights save no memory traffic, and " if l3 and hf["weights_bytes"] / 1e6 < l3 else "")
+    speed8 = ", ".join(f"{q} {r:.2f}x its float" for q, r in ratios.items())
+    work = f" for {flops / 1e6:.1f} MFLOP of matrix products" if flops else ""
+    verdict = (f"8-bit is faster than float at one thread in {' and '.join(wins)} ({speed8})." if wins else
+               f"8-bit is not faster than float at one thread in either runtime ({speed8}): {fits}a float32 token "
+               f"costs {per_token}{work}: fixed costs per call, not arithmetic, set the rate at this size.")
+    return (f"- GGUF and ONNX: {share} of the float32 safetensors; test bits/char {quality} against "
+            f"{f32['test_bits_per_char']:.4f} for Flax float32.\n"
+            f"- A process serving one of them (the runtime, NumPy and the tokenizer; no JAX) peaks at "
+            f"{min(peaks):.0f}-{max(peaks):.0f} MB, against {f32['peak_mb']:.0f} MB for Flax float32.\n"
+            f"- At one thread the fastest, {fast['artefact']} ({fast['engine']}), generates "
+            f"{fast['tokens_per_s_1']:,.0f} tokens/s: {fast['tokens_per_s_1'] / f32['tokens_per_s_1']:.2f}x Flax "
+            f"float32 in this run.\n- {verdict}")
+
+
 def section(doc: dict[str, Any], m: dict[str, Any]) -> str:
     rows = {r["artefact"]: r for r in doc["artefacts"]}
     torch_row = rows.get("hf (model.generate)") or rows["hf"]
@@ -78,7 +127,7 @@ def section(doc: dict[str, Any], m: dict[str, Any]) -> str:
                   "float32 (its weights are dequantised inside every step); one run, so ratios near 1 are noise.")
     return render("deploy", title=SECTION, m=m, doc=doc, rows="\n".join(lines), f32=f32, int8=int8, int8_emb=emb,
                   quiet=quiet_note(doc["load_avg_1m"][0]), int8_speed=int8_speed, pruned=pruned_note(doc),
-                  int8_share=int8["weights_bytes"] / rows["hf"]["weights_bytes"],
+                  int8_share=int8["weights_bytes"] / rows["hf"]["weights_bytes"], native=native_notes(doc),
                   int8_emb_share=emb["weights_bytes"] / rows["hf"]["weights_bytes"])
 
 
@@ -96,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads((out / "deploy.json").read_text())
     doc["load_avg_1m"] = [load, load_1m()]
     doc["finetune_steps"] = FINETUNE_STEPS
+    doc["l3_cache_mb"] = l3_cache_mb()
+    doc["params"] = json.loads((run / "run.json").read_text()).get("params")
     doc["run"] = str(run.relative_to(ROOT))
     doc = json.loads(json.dumps(doc).replace(str(ROOT) + "/", ""))  # no machine paths in the results
     m = machine("transformers", "jax", "torch")

@@ -1,5 +1,6 @@
 """Benchmark: the whole distillation loop (`python -m lm.distill --preset demo`) on gl-ctg and
-tinyshakespeare: models against the character n-gram, paired seeds, ablations.
+tinyshakespeare, and on slices of their train text of about 100 KB (`SLICES`): models against
+the character n-gram, paired seeds, ablations.
 
 `.venv/bin/python bench/distill.py` (from the project root). Writes bench/results/distill.json and
 the "Distillation" section of bench/README.md.
@@ -46,6 +47,10 @@ SECTION = "## Distillation (bench/distill.py)"
 MIRROR = ROOT.parent / "shared" / "data"
 PY = sys.executable
 CORPORA = ("gl-ctg", "tinyshakespeare")
+# small corpora, where a count model is hardest to beat: train cut to about 100 KB (nested
+# hash subsets, bench/augment_study.py's rule; dev and test whole), the same demo preset
+SLICES = {"gl-ctg-f25": ("gl-ctg", 0.25), "tinyshakespeare-f10": ("tinyshakespeare", 0.10)}
+RUNS = CORPORA + tuple(SLICES)
 DEMO_BUDGET_S = 15 * 60
 EVIDENCE_SEEDS = 3  # paired seeds behind every interval (the demo itself trains one)
 MODELS = ("ngram", "teacher", "student", "baseline", "student_no_kd", "student_no_aug")
@@ -53,13 +58,18 @@ LN2 = 0.6931471805599453
 
 
 def snapshot(name: str) -> tuple[Path, float]:
-    """A fresh build and augmentation of the corpus, as `make demo` does them: (corpus, seconds)."""
-    out = WORK / "corpora"
-    shutil.rmtree(out / name, ignore_errors=True)
-    build_s, _ = timed_command([PY, "-m", "pipelines.build", f"corpora/{name}.toml", "--out", str(out), "--mirror",
+    """A fresh build and augmentation of the corpus, as `make demo` does them (a slice: of its
+    train subset): (corpus, seconds)."""
+    from bench.augment_study import subset
+
+    source, fraction = SLICES.get(name, (name, None))
+    out = WORK / "corpora" / ("slices" if fraction else "")  # a slice's build never replaces the full corpus's
+    shutil.rmtree(out / source, ignore_errors=True)
+    build_s, _ = timed_command([PY, "-m", "pipelines.build", f"corpora/{source}.toml", "--out", str(out), "--mirror",
                                 str(MIRROR)], WORK / f"build-{name}.log")
-    augment_s, _ = timed_command([PY, "-m", "pipelines.augment", str(out / name)], WORK / f"augment-{name}.log")
-    return out / name, build_s + augment_s
+    corpus = subset(out / source, fraction) if fraction else out / source
+    augment_s, _ = timed_command([PY, "-m", "pipelines.augment", str(corpus)], WORK / f"augment-{name}.log")
+    return corpus, build_s + augment_s
 
 
 def distil(name: str) -> dict[str, Any]:
@@ -77,13 +87,15 @@ def distil(name: str) -> dict[str, Any]:
     distill_s, _ = timed_command(cmd, WORK / f"distill-{name}.log", env=env)
     load_after = load_1m()
     more = ["--seeds", str(EVIDENCE_SEEDS)] + (["--ablations"] if name == "gl-ctg" else [])
+    manifest = corpus / (corpus / "LATEST").read_text(encoding="utf-8").strip() / "manifest.json"
+    train_chars = json.loads(manifest.read_text(encoding="utf-8"))["characters"]["train"]
     timed_command(cmd + more, WORK / f"distill-{name}-seeds.log", env=env)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     report["settings"]["corpus"] = os.path.relpath(report["settings"]["corpus"], ROOT)  # no machine paths
     for info in report["models"].values():
         if info.get("test_bits_per_char") is not None:
             info["test_nats_per_char"] = round(info["test_bits_per_char"] * LN2, 4)
-    return {"wall_s": round(prepare_s + distill_s, 1), "build_augment_s": round(prepare_s, 1),
+    return {"wall_s": round(prepare_s + distill_s, 1), "build_augment_s": round(prepare_s, 1), "train_chars": train_chars,
             "distill_s": round(distill_s, 1), "load_avg_1m": [load, load_after], "report": report,
             "preset_only": preset_only("demo")}
 
@@ -184,7 +196,10 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
         steps += (f". Budget-bound (best checkpoint = last step, still improving): {', '.join(budget)}; the others "
                   "stopped on dev")
     samples = [sample_line(i + 1, x) for i, x in enumerate(rep.get("samples", [])[:3])]
-    return render("distill_corpus", name=name, r=r, rep=rep, st=rep["student_model"], cache_note=cache_note,
+    source, fraction = SLICES.get(name, (name, None))
+    size = (f"Train text: {r['train_chars']:,} characters" + (f", the {fraction:.0%} hash subset of {source}'s train "
+            "(dev and test whole)" if fraction else "") + ". ") if r.get("train_chars") else ""
+    return render("distill_corpus", name=name, r=r, rep=rep, st=rep["student_model"], cache_note=cache_note, size=size,
                   stale=stale_note(name, rep),
                   quiet=quiet_note(r["load_avg_1m"][0]), models="\n".join(rows), paired="\n".join(paired),
                   augmenters="\n".join(augs), steps=steps, samples="\n".join(samples))
@@ -245,16 +260,17 @@ def readme_section(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("distillation benchmark (demo preset on gl-ctg and tinyshakespeare)")
-    p.add_argument("--only", choices=CORPORA, help="run one corpus, keeping the other from results/distill.json")
+    p = parser("distillation benchmark (demo preset on gl-ctg and tinyshakespeare, and 100 KB slices of both)")
+    p.add_argument("--only", choices=RUNS, nargs="+",
+                   help="run these corpora or slices, keeping the others from results/distill.json")
     args = p.parse_args(argv)
     if readme_only(args.readme, SECTION, RESULTS, readme_section):
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     old = read_results(RESULTS) if args.only and RESULTS.exists() else {}
     runs = dict(old.get("runs", {}))
-    for name in CORPORA:
-        if args.only and name != args.only:
+    for name in RUNS:
+        if args.only and name not in args.only:
             continue
         runs[name] = distil(name)
         print(f"{name}: {runs[name]['wall_s']:.0f} s", flush=True)

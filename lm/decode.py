@@ -6,7 +6,7 @@ drives it. `make_runner` jits it once per model, with the cache donated so each 
 place. `CachedDecoder` drives it for one sequence: `start(tokens)` runs the prompt in one pass
 (padded to a power of two, so a few compilations serve every prompt) and `step(token)` one
 position. When the cache is full it starts again from the last half of the tokens (a context
-shift), so generation can run past the context; within the context it gives the logits of the
+shift, `lm.runtimes.ShiftingDecoder`: the rule of every decoder), so generation can run past the context; within the context it gives the logits of the
 full recomputation (`FlaxModel.next_logits`), which the tests check token for token.
 
 `prepare` turns stored parameters into float ones inside the jitted function (`lm.quant`
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.model import ModelConfig, init_cache, make_cached_apply
+from lm.runtimes import ShiftingDecoder
 
 
 def make_runner(cfg: ModelConfig, prepare: Callable[[Any], Any] = lambda p: p) -> Callable:
@@ -34,13 +35,13 @@ def make_runner(cfg: ModelConfig, prepare: Callable[[Any], Any] = lambda p: p) -
     return jax.jit(run, donate_argnums=(2,))  # the cache is donated: each step updates it in place
 
 
-class CachedDecoder:
+class CachedDecoder(ShiftingDecoder):
     """Prompt in one pass, then one position per token, for one sequence at a time."""
 
     def __init__(self, cfg: ModelConfig, params: Any, runner: Callable | None = None):
+        super().__init__(cfg.context)
         self.cfg, self.params = cfg, params
         self._run = runner or make_runner(cfg)
-        self.tokens: list[int] = []
         self.cache = None
 
     def _prefill(self, tokens: list[int]) -> np.ndarray:
@@ -50,21 +51,8 @@ class CachedDecoder:
         buf[0, :n] = tokens
         self.cache = init_cache(self.cfg)
         logits, self.cache = self._run(self.params, jnp.asarray(buf), self.cache, jnp.int32(0), n - 1)
-        self.tokens = list(tokens)
         return np.asarray(logits)
 
-    def start(self, tokens: list[int]) -> np.ndarray:
-        """Logits after the prompt (at most `context` tokens are kept: the last ones)."""
-        if not tokens:
-            raise ValueError("a prompt needs at least one token (the start token)")
-        return self._prefill(list(tokens)[-self.cfg.context:])
-
-    def step(self, token: int) -> np.ndarray:
-        """Logits after appending `token`: one position computed, the rest read from the cache."""
-        if len(self.tokens) >= self.cfg.context:  # full: keep the last half and go on from there
-            return self._prefill(self.tokens[-(self.cfg.context // 2 - 1):] + [int(token)])
-        pos = len(self.tokens)
-        logits, self.cache = self._run(self.params, jnp.asarray([[int(token)]], jnp.int32), self.cache,
-                                       jnp.int32(pos), 0)
-        self.tokens.append(int(token))
+    def _extend(self, token: int, pos: int) -> np.ndarray:
+        logits, self.cache = self._run(self.params, jnp.asarray([[token]], jnp.int32), self.cache, jnp.int32(pos), 0)
         return np.asarray(logits)

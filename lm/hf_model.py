@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lm.errors import CheckpointError, UsageError, first_line
+from lm.runtimes import ShiftingDecoder
 
 MAX_CONTEXT = 1024  # scoring windows: long enough for sentences, short enough for a CPU
 
@@ -152,11 +153,12 @@ class HFModel:
         return out
 
 
-class HFDecoder:
-    """transformers' key/value cache behind lm.decode's start/step interface (same context shift)."""
+class HFDecoder(ShiftingDecoder):
+    """transformers' key/value cache behind the start/step interface (`lm.runtimes.ShiftingDecoder`)."""
 
     def __init__(self, model: HFModel):
-        self.model, self.past, self.tokens = model, None, []
+        super().__init__(model.context)
+        self.model, self.past = model, None
 
     def _run(self, tokens: list[int]) -> np.ndarray:
         torch = self.model.torch
@@ -166,12 +168,9 @@ class HFDecoder:
         self.past = getattr(out, self.model.cache_arg)
         return out.logits[0, -1].float().cpu().numpy()
 
-    def start(self, tokens: list[int]) -> np.ndarray:
-        self.past, self.tokens = None, list(tokens)[-self.model.context:]
-        return self._run(self.tokens)
+    def _prefill(self, tokens: list[int]) -> np.ndarray:
+        self.past = None
+        return self._run(tokens)
 
-    def step(self, token: int) -> np.ndarray:
-        if len(self.tokens) >= self.model.context:
-            return self.start(self.tokens[-(self.model.context // 2 - 1):] + [int(token)])
-        self.tokens.append(int(token))
-        return self._run([int(token)])
+    def _extend(self, token: int, pos: int) -> np.ndarray:
+        return self._run([token])

@@ -2,8 +2,9 @@
 
 `load_model(PATH)` looks at PATH and picks a loader from `LOADERS`: a run folder made by
 `lm.train` or `lm.distill` (run.json + tokenizer.model + Orbax checkpoints), or an export made
-by `lm.ship.export` (`int8`, read into our Flax model; `hf`, or any Hugging Face causal LM
-folder, read by transformers on PyTorch: `lm.hf_model`). An export's `export.json` holds the
+by `lm.ship.export` (`int8`, read into our Flax model; `gguf` on llama.cpp and `onnx` on ONNX
+Runtime: `lm.runtimes`; `hf`, or any Hugging Face causal LM folder, read by transformers on
+PyTorch: `lm.hf_model`). An export's `export.json` holds the
 sha256 of its weights, checked on loading, so a corrupt or truncated export stops with one line.
 Each returns an object with this small interface:
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from common.files import read_json, sha256_file
+from common.files import read_json
 from lm import parallel
 from lm.decode import CachedDecoder, make_runner
 from lm.checkpoint import BEST_DIR, RESUME_DIR, Checkpoints, verify
@@ -34,10 +35,10 @@ from lm.hf_model import HFModel
 from lm.losses import token_nll
 from lm.model import ModelConfig, abstract_params, make_apply
 from lm.quant import dequantize, unflatten
+from lm.runtimes import EXPORT_FILE, NATIVE, WEIGHTS, export_format, load_native, read_export
 from lm.scoring import ScoredModel
 from lm.tokenizer import MODEL_FILE, Tokenizer
 
-EXPORT_FILE, WEIGHTS = "export.json", "model.safetensors"  # an export's description and weights
 
 
 class LanguageModel(ScoredModel, Protocol):
@@ -152,31 +153,6 @@ def is_export(path: Path) -> bool:
     return (path / EXPORT_FILE).is_file() or ((path / "config.json").is_file() and any(path.glob("*.safetensors")))
 
 
-def read_export(path: Path, fmt: str) -> dict[str, Any]:
-    """export.json, with the weights checked against their sha256."""
-    try:
-        info = read_json(path / EXPORT_FILE)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path / EXPORT_FILE} cannot be read ({first_line(exc)}): "
-                              "not a complete export") from exc
-    if info.get("format") != fmt:
-        raise CheckpointError(f"{path / EXPORT_FILE}: format {info.get('format')!r}, expected {fmt!r}")
-    weights = path / info.get("weights", WEIGHTS)
-    if not weights.is_file():
-        raise CheckpointError(f"export {path}: {weights.name} is missing")
-    if weights.stat().st_size != info.get("bytes") or sha256_file(weights) != info.get("sha256"):
-        raise CheckpointError(f"export {path}: {weights.name} does not match the sha256 in {EXPORT_FILE} "
-                              "(corrupt or truncated): export it again")
-    return info
-
-
-def _export_format(path: Path) -> str | None:
-    try:
-        return read_json(path / EXPORT_FILE).get("format")
-    except (OSError, ValueError):
-        return None
-
-
 def load_int8(path: Path, checkpoint: str = "best") -> FlaxModel:
     """An `int8` export in our Flax model; the weights stay int8, dequantised inside the jit."""
     from safetensors import SafetensorError  # only when an export is read
@@ -204,8 +180,10 @@ def load_hf(path: Path, checkpoint: str = "best") -> HFModel:
 
 
 def load_export(path: Path, checkpoint: str = "best") -> LanguageModel:
-    """An `int8` export, or a Hugging Face folder (ours, checked against export.json, or any)."""
-    return load_int8(path) if _export_format(path) == "int8" else load_hf(path)
+    """An `int8` export in Flax, a `gguf` or `onnx` one on its runtime (`lm.runtimes`), or a
+    Hugging Face folder (ours, checked against export.json, or any)."""
+    fmt = export_format(path)
+    return load_int8(path) if fmt == "int8" else load_native(path) if fmt in NATIVE else load_hf(path)
 
 
 LOADERS: list[tuple[Callable[[Path], bool], Callable[..., LanguageModel]]] = [

@@ -34,6 +34,7 @@ MAX_LINE_CHARS = 4096          # SentencePiece's own sentence limit is in bytes;
 MAX_TRAIN_CHARS = 50_000_000   # cap for huge corpora: the first lines, in reading order
 MIN_VOCAB, MAX_VOCAB = 512, 32768
 UNK, EOS = 0, 1                # ids fixed by the trainer options below; no BOS or PAD pieces
+USER_DEFINED = ("\n",)        # pieces always kept whole
 PROBE_SMALL, PROBE_LARGE = 4, 1 << 22   # below / above any text's bounds, to make SentencePiece name them
 MAX_PROBE_CHARS = 2_000_000    # finding the maximum costs a training run: ~1 s per 300k characters
 _TOO_SMALL = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
@@ -150,7 +151,7 @@ def _train(lines: list[str], size: int, model_type: str) -> bytes:
         sentence_iterator=iter(lines), model_writer=buf, vocab_size=size, model_type=model_type,
         byte_fallback=True, character_coverage=0.9999, normalization_rule_name="identity",
         remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
-        split_digits=True, user_defined_symbols=["\n"],
+        split_digits=True, user_defined_symbols=list(USER_DEFINED),
         unk_id=UNK, eos_id=EOS, bos_id=-1, pad_id=-1,
         # determinism: one thread, all sentences, in order
         num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,

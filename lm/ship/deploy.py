@@ -1,7 +1,8 @@
 """`python -m lm.ship.deploy RUN [--sparsity S] [--finetune-steps N] [--tokens N] [--prompt TEXT]`
 
 What each deployable form of a trained run costs on this machine. Makes what is missing under
-`RUN/deploy/` (`hf` and `int8` exports, `int8-float-emb` with the embedding left float32, and a
+`RUN/deploy/` (`hf` and `int8` exports, `int8-float-emb` with the embedding left float32,
+`gguf-f32` and `gguf-q8_0` for llama.cpp, `onnx-f32` and `onnx-int8` for ONNX Runtime, and a
 pruned run per `--sparsity`), then measures every artefact:
 
 * size on disk: the weights file (a run's checkpoint folder) and the whole folder;
@@ -9,7 +10,8 @@ pruned run per `--sparsity`), then measures every artefact:
 * generation, greedy, in a fresh process per measurement so that memory and threads are its
   own: time to first token (prompt read, first token out), tokens per second after it, and peak
   resident memory (the process's high-water mark; `runtime` is the same process before the
-  model is loaded: Python, JAX or PyTorch), with one thread and with every core.
+  model is loaded: Python, JAX or PyTorch, or only llama.cpp or ONNX Runtime for GGUF and ONNX,
+  whose probes never import JAX), with one thread and with every core.
 
 Writes `RUN/deploy/deploy.json`, `deploy.md` and `bits_vs_size.png`. Our Flax forms generate
 with `lm.decode`'s key/value cache; the `hf` export runs on transformers and PyTorch with
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -30,15 +31,21 @@ from typing import Any
 
 from common.files import read_json, write_json
 from lm.errors import UsageError, run_cli
+from lm.runtimes import EXPORT_FILE, NATIVE, export_format
+
+ENGINES = {"gguf": "llama.cpp (llama-cpp-python)", "onnx": "ONNX Runtime"}
 
 PROMPT = "A "
 THREADS = ("1", "all")
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or its high-water mark (VmHWM), in MB. Not
+    getrusage's ru_maxrss: Linux carries that across exec, so a probe would report the peak of
+    the process that started it."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -55,8 +62,12 @@ def thread_env(threads: str) -> dict[str, str]:
     return env
 
 
-def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, Any]:
-    """Runs inside the probe process: load, warm up, then time one greedy generation."""
+def _runtime(model_path: str, engine: str) -> Any:
+    """Imports what serving needs, before the model (that memory counts as runtime); the loader."""
+    if engine == "native":
+        from lm.runtimes import load_native, runtime_module
+        runtime_module(model_path)
+        return load_native
     from lm import parallel
     parallel.use_cpu_cores()
     if os.environ.get("SCARCE_LM_THREADS") == "1":
@@ -66,13 +77,20 @@ def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, A
             torch.set_num_interop_threads(1)
         except (ImportError, RuntimeError):
             pass
-    from lm.generate import sample_next
     from lm.loader import load_model
+    return load_model
+
+
+def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, Any]:
+    """Runs inside the probe process: load, warm up, then time one greedy generation. A `native`
+    engine (GGUF on llama.cpp, ONNX on ONNX Runtime) imports its runtime and NumPy, never JAX."""
+    from lm.sampling import sample_next
     import numpy as np
 
+    loader = _runtime(model_path, engine)
     runtime = _rss_mb()
     t = time.perf_counter()
-    model = load_model(model_path)
+    model = loader(model_path)
     load_s = time.perf_counter() - t
     ids = [model.tokenizer.eos_id] + model.tokenizer.encode(prompt)
     rng = np.random.default_rng(0)
@@ -108,8 +126,8 @@ def probe(model_path: str, tokens: int, prompt: str, engine: str) -> dict[str, A
         first, rest = run(tokens)
     return {"load_s": round(load_s, 3), "time_to_first_token_s": round(first, 4),
             "tokens_per_second": round((tokens - 1) / rest, 1) if rest > 0 else None,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "runtime_rss_mb": round(runtime, 1)}
+            "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
+            "runtime_rss_mb": round(runtime, 1), "jax_loaded": "jax" in sys.modules}
 
 
 def run_probe(model: Path, threads: str, tokens: int, prompt: str, engine: str = "ours") -> dict[str, Any]:
@@ -131,6 +149,9 @@ def weights_bytes(path: Path) -> int:
     from lm.checkpoint import BEST_DIR, CHECKSUMS, Checkpoints
     from lm.loader import WEIGHTS
 
+    fmt = export_format(path)
+    if fmt in NATIVE:
+        return (path / read_json(path / EXPORT_FILE)["weights"]).stat().st_size
     if (path / WEIGHTS).is_file():
         return (path / WEIGHTS).stat().st_size
     step = Checkpoints(path, read_only=True).latest_step(BEST_DIR)
@@ -142,14 +163,16 @@ def weights_bytes(path: Path) -> int:
 def ensure_artefacts(run: Path, out: Path, sparsities: list[float], finetune_steps: int,
                      corpus: str | None) -> dict[str, Path]:
     from lm.loader import EXPORT_FILE, load_model
-    from lm.ship.export import export_hf, export_int8
+    from lm.ship.export import export_gguf, export_hf, export_int8, export_onnx
     from lm.ship.prune import PRUNE_FILE, prune_run
 
     arts: dict[str, Path] = {"float32": run}
     model = None
     for name, make in (("hf", lambda m, p: export_hf(m, p)),
                        ("int8", lambda m, p: export_int8(m, p, embeddings=True)),
-                       ("int8-float-emb", lambda m, p: export_int8(m, p, embeddings=False))):
+                       ("int8-float-emb", lambda m, p: export_int8(m, p, embeddings=False)),
+                       *((f"gguf-{q}", lambda m, p, q=q: export_gguf(m, p, q)) for q in ("f32", "q8_0")),
+                       *((f"onnx-{q}", lambda m, p, q=q: export_onnx(m, p, q)) for q in ("f32", "int8"))):
         path = out / name
         if not (path / EXPORT_FILE).is_file():
             model = model or load_model(run)
@@ -174,10 +197,12 @@ def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_gen
     if hf_generate and "hf" in arts:
         jobs.append(("hf (model.generate)", arts["hf"], "hf-generate"))
     for name, path, engine in jobs:
+        fmt = export_format(path)
+        engine = "native" if fmt in NATIVE else engine
+        label = ENGINES.get(fmt) or ("transformers + PyTorch" if name.startswith("hf") else "lm (Flax/JAX)")
         row: dict[str, Any] = {"artefact": name, "path": str(path), "weights_bytes": weights_bytes(path),
-                               "folder_bytes": folder_bytes(path),
-                               "engine": "transformers + PyTorch" if name.startswith("hf") else "lm (Flax/JAX)"}
-        if engine == "ours":
+                               "folder_bytes": folder_bytes(path), "engine": label}
+        if engine != "hf-generate":
             model = load_model(path)
             row["test_bits_per_char"] = round(evaluate(model, "test", corpus)["bits_per_char"], 4)
             if (path / PRUNE_FILE).is_file():
@@ -185,6 +210,10 @@ def measure(arts: dict[str, Path], corpus: str, tokens: int, prompt: str, hf_gen
                 row["sparsity"], row["nonzero_params"] = round(pr["sparsity"], 4), pr["nonzero_params"]
         for th in threads:
             row[f"threads_{th}"] = run_probe(path, th, tokens, prompt, engine)
+        row["weights_mb"] = round(row["weights_bytes"] / 1e6, 3)
+        for th in threads:  # the flat figures bench/deploy.py reads
+            row[f"tokens_per_s_{th}"] = row[f"threads_{th}"]["tokens_per_second"]
+        row["peak_mb"] = max(row[f"threads_{th}"]["peak_rss_mb"] for th in threads)
         rows.append(row)
     return rows
 

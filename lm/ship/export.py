@@ -1,4 +1,4 @@
-"""`python -m lm.ship.export RUN --format hf|int8 --out DIR [--checkpoint best|last] [--float-embeddings] [--force]`
+"""`python -m lm.ship.export RUN --format hf|int8|gguf|onnx --out DIR [--quant Q] [--checkpoint best|last] [--float-embeddings] [--force]`
 
 * `hf`: a Hugging Face `LlamaForCausalLM` folder: `config.json`, `generation_config.json`,
   `model.safetensors` (float32), the tokenizer as `tokenizer.json` + `tokenizer_config.json`
@@ -10,9 +10,14 @@
   the project's own Flax path (`lm.evaluate`, `lm.generate`) with the int8 weights dequantised
   inside the jitted model. The embedding is quantised too unless `--float-embeddings` (measured
   in bench/deploy.py: see bench/README.md).
+* `gguf` (`--quant f32|f16|q8_0`, default q8_0): `model.gguf` for llama.cpp, weights,
+  hyper-parameters and tokenizer in its metadata (`lm.ship.gguf_format`), and a model card
+  with the llama.cpp command that runs it.
+* `onnx` (`--quant f32|int8`, default f32): `model.onnx`, the forward with a key/value cache
+  (`lm.ship.onnx_format`), for ONNX Runtime; int8 by ONNX Runtime's own dynamic quantisation.
 
-Both folders hold `export.json`: the format, the source run and checkpoint, the corpus, the model
-shape and the sha256 of `model.safetensors`, which loading (`lm.loader`) checks, so a corrupt or
+Every folder holds `export.json`: the format, the source run and checkpoint, the corpus, the
+model shape and the sha256 of its weights file, which loading (`lm.loader`) checks, so a corrupt or
 truncated export stops with one line instead of producing numbers.
 
 OUT is replaced only when it is absent, empty or an earlier export (it holds `export.json`);
@@ -40,7 +45,9 @@ from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
 from lm.quant import flatten, quantize_params
 from lm.tokenizer import MODEL_FILE
 
-FORMATS = ("hf", "int8")
+FORMATS = ("hf", "int8", "gguf", "onnx")
+GGUF_QUANTS, ONNX_QUANTS = ("f32", "f16", "q8_0"), ("f32", "int8")  # lm.ship.gguf_format, lm.ship.onnx_format
+GGUF, ONNX = "model.gguf", "model.onnx"
 CARD = "README.md"  # the hf export's model card
 RUN_STATE = ("checkpoints", "best", "models")  # a run's own folders: never an export's home
 
@@ -107,7 +114,7 @@ def _lists_shards(path: Path) -> bool:
 def _provenance(model: FlaxModel, fmt: str, weights: Path, **extra: Any) -> dict[str, Any]:
     return {"format": fmt, "source": model.info.get("path"), "checkpoint": model.info.get("checkpoint"),
             "corpus": model.info.get("corpus", {}), "model": model.cfg.to_dict(),
-            "tokenizer": model.tokenizer.describe(), "weights": WEIGHTS, "sha256": sha256_file(weights),
+            "tokenizer": model.tokenizer.describe(), "weights": weights.name, "sha256": sha256_file(weights),
             "bytes": weights.stat().st_size, **extra}
 
 
@@ -159,6 +166,39 @@ def export_int8(model: FlaxModel, out: Path, embeddings: bool = True) -> Path:
     return out
 
 
+def _describe(model: FlaxModel, tmp: Path, export: dict[str, Any]) -> None:
+    """export.json and the model card of a runtime's export."""
+    from lm.ship.runtime_card import runtime_card
+
+    write_json(tmp / EXPORT_FILE, export)
+    (tmp / CARD).write_text(runtime_card(model.info, model.cfg, export), encoding="utf-8")
+
+
+def export_gguf(model: FlaxModel, out: Path, quant: str = "q8_0") -> Path:
+    from lm.ship.gguf_format import write_gguf
+    from lm.ship.hf_format import hf_state_dict
+
+    tmp = _staging(out)
+    state = hf_state_dict(jax.tree.map(np.asarray, model.params), model.cfg)
+    kept = write_gguf(tmp / GGUF, state, model.cfg, model.tokenizer, quant, Path(str(model.info.get("path"))).name)
+    model.tokenizer.save(tmp / MODEL_FILE)
+    _describe(model, tmp, _provenance(model, "gguf", tmp / GGUF, quant=quant, kept_f16=kept))
+    _publish(tmp, out)
+    return out
+
+
+def export_onnx(model: FlaxModel, out: Path, quant: str = "f32") -> Path:
+    from lm.ship.hf_format import hf_state_dict
+    from lm.ship.onnx_format import write_onnx
+
+    tmp = _staging(out)
+    write_onnx(tmp / ONNX, hf_state_dict(jax.tree.map(np.asarray, model.params), model.cfg), model.cfg, quant)
+    model.tokenizer.save(tmp / MODEL_FILE)
+    _describe(model, tmp, _provenance(model, "onnx", tmp / ONNX, quant=quant))
+    _publish(tmp, out)
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lm.ship.export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder (lm.train, lm.distill's models/NAME, lm.ship.prune)")
@@ -169,11 +209,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="replace a non-empty --out that is not an earlier export (never the run or a folder holding one)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--float-embeddings", action="store_true", help="int8: keep the embedding (and tied output layer) float32")
+    p.add_argument("--quant", help=f"gguf: {'|'.join(GGUF_QUANTS)} (default q8_0); onnx: {'|'.join(ONNX_QUANTS)} (default f32)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    quants = {"gguf": (GGUF_QUANTS, "q8_0"), "onnx": (ONNX_QUANTS, "f32")}.get(args.format)
+    if args.quant and (not quants or args.quant not in quants[0]):
+        raise UsageError(f"--quant {args.quant} is not one of {args.format}'s: "
+                         f"{', '.join(quants[0]) if quants else 'none (only gguf and onnx take --quant)'}")
+    args.quant = args.quant or (quants[1] if quants else None)
     out = Path(args.out)
     check_out(out, Path(args.run), args.force)  # before loading: a refused OUT costs nothing
     model = load_model(args.run, args.checkpoint)
@@ -181,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"{args.run}: export needs a float run folder (lm.train, lm.distill, lm.ship.prune)")
     if args.format == "hf":
         export_hf(model, out)
-    else:
+    elif args.format == "int8":
         export_int8(model, out, embeddings=not args.float_embeddings)
+    elif args.format == "gguf":
+        export_gguf(model, out, args.quant)
+    else:
+        export_onnx(model, out, args.quant)
     info = read_json(out / EXPORT_FILE)
     print(f"{args.format} export of {args.run} ({info['checkpoint']}): {out} ({info['bytes']:,} bytes of weights)")
     return 0

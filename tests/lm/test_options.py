@@ -157,7 +157,7 @@ def test_deploy_hf_generate_measures_transformers_generate(tmp_path_factory: pyt
         argv = list(cmd[3:])  # --probe MODEL --tokens N --prompt P --engine E
         engine = argv[argv.index("--engine") + 1]
         engines.append((Path(argv[argv.index("--probe") + 1]).name, engine))
-        if engine == "ours":
+        if engine in ("ours", "native"):
             stand_in = {"load_s": 0.1, "time_to_first_token_s": 0.1, "tokens_per_second": 1.0,
                         "peak_rss_mb": 1.0, "runtime_rss_mb": 1.0}
             return subprocess.CompletedProcess(cmd, 0, json.dumps(stand_in) + "\n", "")
@@ -173,6 +173,7 @@ def test_deploy_hf_generate_measures_transformers_generate(tmp_path_factory: pyt
     assert deploy.main([str(tiny_run(tmp_path_factory)), "--out", str(out), "--sparsity", "--tokens", "16",
                         "--threads", "1", "--hf-generate"]) == 0
     assert engines == [("gl-tiny", "ours"), ("hf", "ours"), ("int8", "ours"), ("int8-float-emb", "ours"),
+                       *((name, "native") for name in ("gguf-f32", "gguf-q8_0", "onnx-f32", "onnx-int8")),
                        ("hf", "hf-generate")]
     assert generated == [1, 4, 1, 16]  # warm-up, then the first token alone and the whole generation
     rows = {r["artefact"]: r for r in json.loads((out / "deploy.json").read_text())["artefacts"]}

@@ -194,7 +194,13 @@ def test_deploy_report(run: Path, tmp_path: Path) -> None:
                         "--tokens", "8", "--threads", "1"]) == 0  # bench/deploy.py measures both
     doc = json.loads((out / "deploy.json").read_text())
     names = [r["artefact"] for r in doc["artefacts"]]
-    assert names == ["float32", "hf", "int8", "int8-float-emb", "pruned-0.5"]
+    assert names == ["float32", "hf", "int8", "int8-float-emb", "gguf-f32", "gguf-q8_0", "onnx-f32", "onnx-int8",
+                     "pruned-0.5"]
+    rows = {r["artefact"]: r for r in doc["artefacts"]}
+    for name in ("gguf-f32", "gguf-q8_0", "onnx-f32", "onnx-int8"):  # served without JAX, in less memory
+        assert rows[name]["threads_1"]["jax_loaded"] is False and rows[name]["peak_mb"] < rows["float32"]["peak_mb"]
+        assert rows[name]["engine"] in ("llama.cpp (llama-cpp-python)", "ONNX Runtime")
+    assert rows["float32"]["threads_1"]["jax_loaded"] is True
     for r in doc["artefacts"]:
         for th in ("threads_1",):
             m = r[th]
