@@ -85,7 +85,7 @@ def native_notes(doc: dict[str, Any]) -> str:
     ratios = {q: rows[q]["tokens_per_s_1"] / rows[f]["tokens_per_s_1"] for f, q in NATIVE_PAIRS}
     wins = [q for q, r in ratios.items() if r > 1.0]
     flops = 2 * (doc.get("params") or 0)  # multiply-adds of one token's matrix products
-    per_token = ", ".join(f"{1e6 / rows[f]['tokens_per_s_1']:.0f} µs on {rows[f]['engine']}"
+    per_token = ", ".join(f"{1e6 / rows[f]['tokens_per_s_1']:.0f} µs on {rows[f]['engine'].split(' (')[0]}"
                           + (f" ({flops * rows[f]['tokens_per_s_1'] / 1e9:.1f} GFLOP/s)" if flops else "")
                           for f, _ in NATIVE_PAIRS)
     l3 = doc.get("l3_cache_mb")
@@ -120,7 +120,7 @@ def section(doc: dict[str, Any], m: dict[str, Any]) -> str:
         lines.append(md_row(name, r["engine"], f"{r['weights_bytes'] / 1e6:.2f}", bpc if bpc else "-", rel,
                             f"{one['time_to_first_token_s'] * 1e3:.1f} / {every['time_to_first_token_s'] * 1e3:.1f}",
                             f"{one['tokens_per_second']:,.0f}", f"{every['tokens_per_second']:,.0f}", ratio,
-                            f"{every['peak_rss_mb']:.0f} ({every['runtime_rss_mb']:.0f})"))
+                            f"{r.get('peak_mb', every['peak_rss_mb']):.0f} ({every['runtime_rss_mb']:.0f})"))
     int8, emb = rows.get("int8"), rows.get("int8-float-emb")
     speed = [int8[t]["tokens_per_second"] / f32[t]["tokens_per_second"] for t in ("threads_1", "threads_all")]
     int8_speed = (f"int8 generates at {speed[0]:.2f}x (one thread) and {speed[1]:.2f}x (every core) the tokens/s of "

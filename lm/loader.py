@@ -40,7 +40,6 @@ from lm.scoring import ScoredModel
 from lm.tokenizer import MODEL_FILE, Tokenizer
 
 
-
 class LanguageModel(ScoredModel, Protocol):
     """What scoring reads (`lm.scoring.ScoredModel`), and what sampling needs besides."""
 

@@ -43,12 +43,13 @@ from common.snapshot_format import LATEST, MANIFEST
 from lm.errors import UsageError, run_cli
 from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
 from lm.quant import flatten, quantize_params
+from lm.ship.gguf_format import QUANTS as GGUF_QUANTS
+from lm.ship.onnx_format import QUANTS as ONNX_QUANTS
 from lm.tokenizer import MODEL_FILE
 
 FORMATS = ("hf", "int8", "gguf", "onnx")
-GGUF_QUANTS, ONNX_QUANTS = ("f32", "f16", "q8_0"), ("f32", "int8")  # lm.ship.gguf_format, lm.ship.onnx_format
 GGUF, ONNX = "model.gguf", "model.onnx"
-CARD = "README.md"  # the hf export's model card
+CARD = "README.md"  # every export's model card but int8's
 RUN_STATE = ("checkpoints", "best", "models")  # a run's own folders: never an export's home
 
 

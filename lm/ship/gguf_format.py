@@ -10,16 +10,17 @@ the same). A matrix whose rows are not a whole number of 32-value blocks cannot 
 kept in f16 (`kept`: named in the export's description).
 
 Tokenizer: llama.cpp's `t5` model (UGM), the same Viterbi over the same pieces and scores as
-SentencePiece's unigram, with our options: no space prefix, spaces escaped as "▁", no whitespace
-folding, no normalisation table, BOS (our end-of-sequence token, which starts every text here)
-added and EOS not ("\\n" is a user-defined piece, as in our model). One difference, stated here and checked by the tests: UGM has no byte fallback, so a
-character outside the vocabulary becomes the unknown token in llama.cpp where ours writes its
-UTF-8 bytes. A unigram tokenizer only: llama.cpp's `llama` (SPM)
-model merges greedily by score, which is not our segmentation.
+SentencePiece's unigram, with our options: no space prefix, spaces escaped as "▁", no
+whitespace folding, no normalisation table, BOS (our end-of-sequence token, which starts every
+text here) added and EOS not; "\\n" is a user-defined piece, as in our model. One difference,
+checked by the tests: UGM has no byte fallback, so a run of characters outside the vocabulary
+becomes one unknown token in llama.cpp where ours writes their UTF-8 bytes. Unigram tokenizers
+only: llama.cpp's `llama` (SPM) model merges greedily by score, which is not our segmentation.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from lm.errors import UsageError
