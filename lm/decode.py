@@ -6,8 +6,9 @@ drives it. `make_runner` jits it once per model, with the cache donated so each 
 place. `CachedDecoder` drives it for one sequence: `start(tokens)` runs the prompt in one pass
 (padded to a power of two, so a few compilations serve every prompt) and `step(token)` one
 position. When the cache is full it starts again from the last half of the tokens (a context
-shift, `lm.runtimes.ShiftingDecoder`: the rule of every decoder), so generation can run past the context; within the context it gives the logits of the
-full recomputation (`FlaxModel.next_logits`), which the tests check token for token.
+shift, `lm.runtimes.ShiftingDecoder`: the rule of every decoder), so generation can run past
+the context; within the context it gives the logits of the full recomputation
+(`FlaxModel.next_logits`), which the tests check token for token.
 
 `prepare` turns stored parameters into float ones inside the jitted function (`lm.quant`
 dequantises int8 weights there), so an int8 model stays int8 in memory.
