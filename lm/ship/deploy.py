@@ -145,13 +145,13 @@ def folder_bytes(path: Path) -> int:
 
 
 def weights_bytes(path: Path) -> int:
-    """The weights alone: model.safetensors of an export, the checkpoint read from a run."""
+    """The weights alone: the file an export's export.json names (model.safetensors in a foreign
+    Hugging Face folder), the checkpoint read from a run."""
     from lm.checkpoint import BEST_DIR, CHECKSUMS, Checkpoints
     from lm.loader import WEIGHTS
 
-    fmt = export_format(path)
-    if fmt in NATIVE:
-        return (path / read_json(path / EXPORT_FILE)["weights"]).stat().st_size
+    if (path / EXPORT_FILE).is_file():
+        return (path / read_json(path / EXPORT_FILE).get("weights", WEIGHTS)).stat().st_size
     if (path / WEIGHTS).is_file():
         return (path / WEIGHTS).stat().st_size
     step = Checkpoints(path, read_only=True).latest_step(BEST_DIR)

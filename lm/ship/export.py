@@ -43,6 +43,7 @@ from common.snapshot_format import LATEST, MANIFEST
 from lm.errors import UsageError, run_cli
 from lm.loader import EXPORT_FILE, WEIGHTS, FlaxModel, load_model
 from lm.quant import flatten, quantize_params
+from lm.runtimes import export_format
 from lm.ship.gguf_format import QUANTS as GGUF_QUANTS
 from lm.ship.onnx_format import QUANTS as ONNX_QUANTS
 from lm.tokenizer import MODEL_FILE
@@ -52,13 +53,6 @@ GGUF, ONNX = "model.gguf", "model.onnx"
 CARD = "README.md"  # every export's model card but int8's
 RUN_STATE = ("checkpoints", "best", "models")  # a run's own folders: never an export's home
 
-
-def _is_export(folder: Path) -> bool:
-    """An earlier export of ours: `export.json` naming one of our formats."""
-    try:
-        return read_json(folder / EXPORT_FILE).get("format") in FORMATS
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def check_place(out: Path, run: Path, doing: str = "exporting") -> None:
@@ -80,7 +74,7 @@ def check_out(out: Path, run: Path, force: bool = False) -> None:
     o = out.resolve()
     if not o.is_dir() or not any(o.iterdir()):
         return
-    if not force and not _is_export(o):
+    if not force and export_format(o) not in FORMATS:  # an earlier export of ours
         raise UsageError(f"--out {out} is not empty and not an earlier export (no {EXPORT_FILE}): refusing to "
                          "replace it; give --force to replace it, or choose another folder")
     found = next(irreplaceable(o), None)  # an export.json does not vouch for what else the folder holds
