@@ -11,8 +11,9 @@ the "Distillation" section of bench/README.md.
    tokenizer, judges, teacher, judging, three paired seeds of student and baseline, every
    evaluation, samples, the n-gram): the demo must fit in 15 minutes on 2 CPU cores for gl-ctg.
    The compilation cache is cleared first, so the time includes compiling. On gl-ctg it then runs
-   the same command with `--ablations` (it resumes and trains `student_no_kd` and
-   `student_no_aug` for the same seeds).
+   the same command with `--ablations` (it resumes and trains `student_no_kd`,
+   `student_no_aug` and `student_no_ngram` for the same seeds). Results are written after each
+   corpus, so an interrupted run keeps what it measured.
 3. Tabulates, per corpus, every model's parameters, dev and test bits per character (means over
    seeds, with their spread; test in nats per character too), the paired differences with their
    95% t-intervals, the augmenters' kept fractions, and the checks: teacher and student below the
@@ -31,6 +32,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from dataclasses import MISSING
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +55,9 @@ SLICES = {"gl-ctg-f25": ("gl-ctg", 0.25), "tinyshakespeare-f10": ("tinyshakespea
 RUNS = CORPORA + tuple(SLICES)
 DEMO_BUDGET_S = 15 * 60
 EVIDENCE_SEEDS = 3  # paired seeds behind every interval (the demo itself trains one)
-MODELS = ("ngram", "teacher", "student", "baseline", "student_no_kd", "student_no_aug")
+UNTRAINED = ("ngram", "teacher_ngram")  # counted, or mixed from trained ones: no steps
+MODELS = ("ngram", "teacher", "teacher_ngram", "student", "baseline", "student_no_kd", "student_no_aug",
+          "student_no_ngram")
 LN2 = 0.6931471805599453
 
 
@@ -117,7 +121,7 @@ def corpus_checks(r: dict[str, Any]) -> dict[str, Any]:
 
 def stopped_on_dev(models: dict[str, Any]) -> bool | None:
     """Every trained model's best step came before its last (None: steps not recorded)."""
-    runs = [s for k, x in models.items() if k != "ngram" for s in (x.get("per_seed") or [x])]
+    runs = [s for k, x in models.items() if k not in UNTRAINED for s in (x.get("per_seed") or [x])]
     if any(s.get("best_step") is None or not s.get("steps") for s in runs):
         return None
     return all(s["best_step"] < s["steps"] for s in runs)
@@ -157,7 +161,7 @@ def stale_note(name: str, rep: dict[str, Any]) -> str:
     s = rep["settings"]
     now = PRESETS[s.get("preset", "demo")].defaults().stored()
     skip = {"corpus", "seed", "seeds", "teacher", "teacher_hf"}  # seeds: the bench trains EVIDENCE_SEEDS
-    diff = [f"{k} {v} (now {now[k]})" for k, v in s.items() if k in now and k not in skip and v != now[k]]
+    diff = [f"{k} {s.get(k, 'unset')} (now {v})" for k, v in now.items() if k not in skip and s.get(k, MISSING) != v]
     if any("dev_gain" not in v for v in rep["augmenters"].values()):
         diff.append("no dev-gain screen (its augmenters record no dev gain)")
     if not diff:
@@ -174,7 +178,8 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
     rows = []
     for m in [x for x in MODELS if x in models] + sorted(set(models) - set(MODELS)):
         x = models[m]
-        label = f"{m} (order {x['order']}): {ngram_method(x)}" if "order" in x else m
+        label = {"ngram": f"{m} (order {x['order']}): {ngram_method(x)}",
+                 "teacher_ngram": f"{m} (order {x.get('order')}, teacher weight {x.get('teacher_weight')})"}.get(m, m)
         sd = f"{num(x['test_sd'])} ({x['seeds']})" if x.get("test_sd") is not None else "-"
         rows.append(md_row(label, num(x["params"]), num(x["dev_bits_per_char"]), num(x["test_bits_per_char"]), sd,
                            num(x.get("test_nats_per_char")), f"{x['test_bits_per_char'] / ngram:.3f}",
@@ -185,7 +190,7 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
             for a, v in sorted(rep["augmenters"].items())]
     cache = rep.get("teacher_cache") or {}
     cache_note = f", {cache.get('rows_filled', 0):,} sequences cached, {cache.get('bytes', 0) / 1e6:.0f} MB" if cache else ""
-    trained = {a: x.get("per_seed") or [x] for a, x in models.items() if a != "ngram"}
+    trained = {a: x.get("per_seed") or [x] for a, x in models.items() if a not in UNTRAINED}
     steps = "; ".join(f"{a} {', '.join(str(x.get('best_step')) for x in runs)} (ran "
                       f"{', '.join(str(x.get('steps')) for x in runs)})" for a, runs in trained.items())
     budget = [a for a, runs in trained.items() if any(x.get("best_step") == x.get("steps") for x in runs)]
@@ -274,9 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         runs[name] = distil(name)
         print(f"{name}: {runs[name]['wall_s']:.0f} s", flush=True)
-    res = {"machine": machine(), "runs": runs}
-    res["checks"] = checks(runs)
-    publish(RESULTS, SECTION, res, readme_section)
+        res = {"machine": machine(), "runs": runs, "checks": checks(runs)}
+        publish(RESULTS, SECTION, res, readme_section)  # after each run: an interrupted bench keeps what it measured
     print(json.dumps(res["checks"], indent=2))
     return 0
 

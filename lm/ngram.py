@@ -29,6 +29,8 @@ the highest order it allows). The probabilities over the vocabulary sum to 1 for
 (tested). The orders tried are 1..N; while the best is N, N grows by `WIDEN` (up to
 `MAX_ORDER`), so the choice is not cut off by the range. Counting is vectorised: a k-gram's id is
 the rank of (id of its last k - 1 characters, its first character), so each order is one sort.
+`Ngram` is the same model over any integer symbols (a tokenizer's ids: `lm.distill.ngram_teacher`),
+with `next_probs_of` giving the probability of many candidate next symbols at every position.
 Exit codes: 0 ok, 1 failure (empty split), 2 usage.
 """
 from __future__ import annotations
@@ -117,19 +119,18 @@ def check_options(max_order: int, method: str) -> None:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
-class CharNgram:
-    """Interpolated character n-gram of orders 1..`max_order` (`method`: KN or WB)."""
+class Ngram:
+    """Interpolated n-gram of orders 1..`max_order` (`method`: KN or WB) over integer symbols
+    0..`base` - 1 (-1: a symbol outside them, which only order 0 knows); order 0 is uniform over
+    `uniform` symbols."""
 
-    def __init__(self, text: str, max_order: int = 8, method: str = KN):
+    def __init__(self, symbols: np.ndarray, base: int, uniform: int, max_order: int = 8, method: str = KN):
         check_options(max_order, method)
-        if not text:
+        if not len(symbols):
             raise DataError("no train text for the n-gram model")
-        self.method = method
-        self.vocab = sorted(set(text) | {UNSEEN})
-        self._alphabet = np.array(sorted(ord(c) for c in set(text)), np.int64)
-        self._unseen = int(np.searchsorted(self._alphabet, ord(UNSEEN))) if UNSEEN in text else -1
-        self._text = self.encode(text)
-        self._ids = np.zeros(len(text), np.int64)  # the ids of the top order's grams in train
+        self.method, self.base, self.uniform = method, base, uniform
+        self._text = np.asarray(symbols, np.int64)
+        self._ids = np.zeros(len(symbols), np.int64)  # the ids of the top order's grams in train
         self._top_hist = (np.zeros(0, np.int64), 1)  # the top order's gram -> history, history count
         self._keys: list[np.ndarray] = []   # per order: its k-grams' keys, sorted (id = index)
         self._raw: list[Table] = []         # per order: raw counts (every order of Witten-Bell)
@@ -137,11 +138,9 @@ class CharNgram:
         self.max_order = 0
         self.extend(max_order)
 
-    def encode(self, text: str) -> np.ndarray:
-        """The index of each character in the train alphabet; a character not in it: UNSEEN's."""
-        cp = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
-        idx = np.searchsorted(self._alphabet, cp).clip(max=len(self._alphabet) - 1)
-        return np.where(self._alphabet[idx] == cp, idx, self._unseen)
+    def encode(self, text: Any) -> np.ndarray:
+        """Symbols as the counts index them: here the ids themselves."""
+        return np.asarray(text, np.int64)
 
     def extend(self, max_order: int) -> None:
         """Count orders up to `max_order` (the lower ones are kept)."""
@@ -149,7 +148,7 @@ class CharNgram:
             self._add_order()
 
     def _add_order(self) -> None:
-        k, base = self.max_order + 1, len(self._alphabet)
+        k, base = self.max_order + 1, self.base
         n_hist = len(self._keys[-1]) if self._keys else 1
         hist = _histories(self._ids, k)
         keys, valid = _candidates(self._ids, self._text, k, base)
@@ -167,20 +166,27 @@ class CharNgram:
         self._top_hist = (gram_hist, n_hist)
         self.max_order = k
 
-    def _lookup(self, k: int, prev: np.ndarray, chars: np.ndarray) -> np.ndarray:
-        """The train ids of the k-grams ending at each position of `chars` (-1: not in train)."""
-        keys, valid = _candidates(prev, chars, k, len(self._alphabet))
+    def _find(self, k: int, keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The train ids of k-gram `keys` (-1: not in train, or not `valid`)."""
         known = self._keys[k - 1]
         if not len(known):  # an order longer than the train text
-            return np.full(len(chars), -1, np.int64)
+            return np.full(keys.shape, -1, np.int64)
         pos = np.searchsorted(known, keys).clip(max=len(known) - 1)
         return np.where(valid & (known[pos] == keys), pos, -1)
+
+    def _lookup(self, k: int, prev: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """The train ids of the k-grams ending at each position of `chars` (-1: not in train)."""
+        return self._find(k, *_candidates(prev, chars, k, self.base))
+
+    def _lower(self, k: int) -> Table:
+        """The table order k contributes as the lower order of k + 1."""
+        return (self._cont if self.method == KN else self._raw)[k - 1]
 
     def _orders(self, chars: np.ndarray, tops: set[int]) -> Iterator[tuple[int, np.ndarray]]:
         """(K, P(each character | its history) under the model of order K) for K in `tops`, in
         one pass: the lower levels (continuation counts for KN) are shared by every K."""
         m, top = len(chars), max(tops)
-        lower = np.full(m, 1.0 / len(self.vocab))
+        lower = np.full(m, 1.0 / self.uniform)
         ids = np.zeros(m, np.int64)
         first = np.zeros(min(m, top))  # first[i]: P at position i under order i + 1, its full history
         for k in range(1, top + 1):
@@ -194,20 +200,84 @@ class CharNgram:
                 p[:k - 1] = first[:k - 1]  # a short history: the highest order it allows
                 yield k, p
             if k < top:
-                lower = (self._cont if self.method == KN else self._raw)[k - 1].apply(hist, ids, lower)
+                lower = self._lower(k).apply(hist, ids, lower)
+
+    def log_probs(self, symbols: Any, order: int) -> np.ndarray:
+        """ln P(each symbol | the ones before it) under the model of `order`."""
+        (_, p), = self._orders(self.encode(symbols), {order})
+        return np.log(p)
+
+    def bits_per_char(self, text: Any) -> list[float]:
+        """Bits per symbol of `text` (a character's for `CharNgram`) at every order 1..max_order (index 0 is order 1)."""
+        if not len(text):
+            raise DataError("no text to score")
+        chars = self.encode(text)
+        return [float(-np.log2(p).sum() / len(text)) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
+
+    def bits_per_char_at(self, text: Any, order: int) -> float:
+        """Bits per character of `text` under the model of `order` alone."""
+        if not len(text):
+            raise DataError("no text to score")
+        if not 1 <= order <= self.max_order:
+            raise UsageError(f"order {order} is outside 1..{self.max_order}")
+        (_, p), = self._orders(self.encode(text), {order})
+        return float(-np.log2(p).sum() / len(text))
+
+    def next_probs_of(self, rows: np.ndarray, cands: np.ndarray, order: int) -> np.ndarray:
+        """[R, T, C] P(cands[r, t, c] follows rows[r, :t + 1]) under the model of `order`, each
+        row its own text (so a history shorter than order - 1: the highest order it allows, as
+        in `_orders`). One vectorised pass: the candidate's k-gram is its (k-1)-gram extended
+        leftwards by the history's symbol k - 1 back, the history's id the observed (k-1)-gram."""
+        seq, c = self.encode(rows), self.encode(cands)
+        n_rows, t_len = seq.shape
+        pos = np.broadcast_to(np.arange(t_len), seq.shape)
+        lower = np.full(c.shape, 1.0 / self.uniform)
+        out = np.empty(c.shape)
+        obs = np.zeros(seq.shape, np.int64)   # id of the observed (k-1)-gram ending at t
+        gram = np.zeros(c.shape, np.int64)    # id of the candidate's (k-1)-gram
+        for k in range(1, order + 1):
+            if k == 1:
+                gram = self._find(1, c, c >= 0)
+            else:
+                back = np.full(seq.shape, -1, np.int64)  # the history's symbol k - 1 back from the target
+                back[:, k - 2:] = seq[:, :t_len - k + 2]
+                gram = self._find(k, gram * self.base + back[..., None], (gram >= 0) & (back >= 0)[..., None])
+            hist = obs[..., None]
+            p = self._raw[k - 1].apply(hist, gram, lower)
+            at = (pos + 2 == k) | ((k == order) & (pos + 2 >= k))
+            out[at] = p[at]
+            if k < order:
+                lower = self._lower(k).apply(hist, gram, lower)
+                first = np.full(seq.shape, -1, np.int64)  # the observed k-gram's first symbol
+                first[:, k - 1:] = seq[:, :t_len - k + 1]
+                obs = self._find(k, obs * self.base + first, (obs >= 0) & (first >= 0))
+        return out
+
+
+class CharNgram(Ngram):
+    """Interpolated character n-gram: the symbols are the train alphabet's characters, plus
+    UNSEEN at order 0."""
+
+    def __init__(self, text: str, max_order: int = 8, method: str = KN):
+        check_options(max_order, method)
+        if not text:
+            raise DataError("no train text for the n-gram model")
+        self.vocab = sorted(set(text) | {UNSEEN})
+        self._alphabet = np.array(sorted(ord(c) for c in set(text)), np.int64)
+        self._unseen = int(np.searchsorted(self._alphabet, ord(UNSEEN))) if UNSEEN in text else -1
+        super().__init__(self.encode(text), len(self._alphabet), len(self.vocab), max_order, method)
+
+    def encode(self, text: Any) -> np.ndarray:
+        """The index of each character in the train alphabet; a character not in it: UNSEEN's."""
+        cp = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
+        idx = np.searchsorted(self._alphabet, cp).clip(max=len(self._alphabet) - 1)
+        return np.where(self._alphabet[idx] == cp, idx, self._unseen)
 
     def probs(self, history: str, char: str) -> list[float]:
         """P(char | the last k - 1 characters of history) for k = 1..max_order (shorter history:
         the highest order it allows, repeated)."""
         chars = self.encode(history + char)
         return [float(p[-1]) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
-
-    def bits_per_char(self, text: str) -> list[float]:
-        """Bits per character of `text` at every order 1..max_order (index 0 is order 1)."""
-        if not text:
-            raise DataError("no text to score")
-        chars = self.encode(text)
-        return [float(-np.log2(p).sum() / len(text)) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
 
     def next_probs(self, history: str, order: int) -> tuple[str, np.ndarray]:
         """(the train characters, P(each | history)) under the model of `order` (a shorter
@@ -232,17 +302,9 @@ class CharNgram:
             out += chars[rng.choice(len(chars), p=q / q.sum())]
         return out[len(prompt):]
 
-    def bits_per_char_at(self, text: str, order: int) -> float:
-        """Bits per character of `text` under the model of `order` alone."""
-        if not text:
-            raise DataError("no text to score")
-        if not 1 <= order <= self.max_order:
-            raise UsageError(f"order {order} is outside 1..{self.max_order}")
-        (_, p), = self._orders(self.encode(text), {order})
-        return float(-np.log2(p).sum() / len(text))
 
 
-def dev_curve(model: CharNgram, dev: str, cap: int = MAX_ORDER) -> list[float]:
+def dev_curve(model: Ngram, dev: Any, cap: int = MAX_ORDER) -> list[float]:
     """Dev bits per character at orders 1..N, N widened (the model counts more orders) while the
     top order is best, so the choice is not cut off by the range; its argmin + 1 is the order."""
     by_order = model.bits_per_char(dev)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from lm.corpus import open_snapshot
+from lm.corpus import Snapshot, open_snapshot
 from lm.data import token_stream
 from lm.errors import DataError, LMError, UsageError
 from lm.tokenizer import Tokenizer
@@ -68,27 +68,37 @@ def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int]]:
     return out
 
 
-def score_stream(model: ScoredModel, stream: np.ndarray, stride: int, batch: int = 32) -> tuple[float, int]:
-    """(total NLL in nats, tokens scored) of stream[1:], each token once, windows as above."""
+def stream_nll(model: ScoredModel, stream: np.ndarray, stride: int, batch: int = 32) -> np.ndarray:
+    """The NLL in nats of each token of stream[1:], each scored once, windows as above."""
     ctx = model.context
     wins = windows(len(stream), ctx, stride)
-    pad = np.full(ctx + 1, 0, np.int32)
-    total, count = 0.0, 0
+    out = np.zeros(len(stream) - 1)
     for i in range(0, len(wins), batch):
         chunk = wins[i:i + batch]
         seqs = np.zeros((batch, ctx + 1), np.int32)
-        mask = np.zeros((batch, ctx), np.float64)
-        for j, (b, first) in enumerate(chunk):
+        for j, (b, _) in enumerate(chunk):
             seq = stream[b:b + ctx + 1]
-            seqs[j] = pad
             seqs[j, :len(seq)] = seq
+        nll = np.asarray(model.nll(seqs[:, :-1], seqs[:, 1:]), np.float64)
+        for j, (b, first) in enumerate(chunk):
             # target k of this window is stream[b + 1 + k]: scored when first <= b + 1 + k < len
-            k = np.arange(ctx) + b + 1
-            mask[j] = (k >= first) & (k < len(stream))
-        nll = model.nll(seqs[:, :-1], seqs[:, 1:]).astype(np.float64)
-        total += float((nll * mask).sum())
-        count += int(mask.sum())
-    return total, count
+            lo, hi = first - b - 1, min(ctx, len(stream) - b - 1)
+            out[first - 1:b + hi] = nll[j, lo:hi]
+    return out
+
+
+def score_stream(model: ScoredModel, stream: np.ndarray, stride: int, batch: int = 32) -> tuple[float, int]:
+    """(total NLL in nats, tokens scored) of stream[1:], each token once, windows as above."""
+    nll = stream_nll(model, stream, stride, batch)
+    return float(nll.sum()), len(nll)
+
+
+def eval_stream(tok: Tokenizer, snap: Snapshot, split: str) -> tuple[str, np.ndarray]:
+    """A split's text and its tokens `[EOS] + encode(text)` (cached)."""
+    text = snap.text(split)
+    if not text:
+        raise DataError(f"the {split} split of {snap.root} is empty: nothing to evaluate")
+    return text, token_stream(tok, [text], f"{snap.name}/{snap.version}/{split}/eval")[:-1]
 
 
 def evaluate(model: ScoredModel, split: str, corpus: str | None = None, stride: int | None = None) -> dict[str, Any]:
@@ -98,10 +108,7 @@ def evaluate(model: ScoredModel, split: str, corpus: str | None = None, stride: 
     if not where:
         raise UsageError("this model does not name its corpus: give --corpus OUT/NAME")
     snap = open_snapshot(where)
-    text = snap.text(split)
-    if not text:
-        raise DataError(f"the {split} split of {snap.root} is empty: nothing to evaluate")
-    stream = token_stream(model.tokenizer, [text], f"{snap.name}/{snap.version}/{split}/eval")[:-1]
+    text, stream = eval_stream(model.tokenizer, snap, split)
     stride = stride or max(1, model.context // 2)
     nll, n_tokens = score_stream(model, stream, stride)
     assert n_tokens == len(stream) - 1, "every token is scored exactly once"

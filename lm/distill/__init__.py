@@ -4,8 +4,9 @@ From a corpus snapshot and its augmented text (`python -m pipelines.augment`; ru
 missing), a small student that learns from a large teacher, on real text plus the augmented
 text that cross-fitted n-gram judges find worth learning from:
 
-1. Tokenizer: SentencePiece on the train split plus the augmented text (never dev or test);
-   with `--teacher RUN`, that run's tokenizer (token-level distillation needs one vocabulary).
+1. Tokenizer: SentencePiece on the train split's real text (never augmented, dev or test text),
+   so every arm reads the same pieces; with `--teacher RUN`, that run's tokenizer (token-level
+   distillation needs one vocabulary).
 2. Judges (`judge`): two interpolated modified Kneser-Ney character n-grams (`lm.ngram`), each
    counted on one seeded half of the train records, its order chosen on real dev (never
    augmented, never a parent); no model is trained for judging. A variant is scored (bits per
@@ -18,7 +19,9 @@ text that cross-fitted n-gram judges find worth learning from:
 3. Teacher (`teachers`): trained here with the `teacher` preset on real train text only, to
    convergence (dropout, early stopping on dev); or `--teacher RUN` (one of our run folders) or
    `--teacher-hf PATH` (a local Hugging Face causal LM, safetensors only, no remote code). What
-   it trained on is recorded (`data` in run.json and DONE.json).
+   it trained on is recorded (`data` in run.json and DONE.json). A token-level modified
+   Kneser-Ney n-gram of the real train text is mixed into its soft targets (`ngram_teacher`:
+   order and weight chosen on dev; the report's `teacher_ngram` row; `--no-teacher-ngram`).
 4. Students (`rounds`, trained by `lm.trainer`): loss alpha x CE + (1 - alpha) x T^2 x KL
    (`lm.losses`; `--kl reverse`, `--top-k K`, `--tail renorm|bucket`). Teacher outputs are
    computed in the student's jitted step, or read from a top-k cache (`teacher_cache`,
@@ -54,7 +57,7 @@ Modules: `cli` (the parser, built from `config`; `main`), `config` (`Settings`: 
 option, the presets' defaults, the settings fixed at creation), `workspace`
 (the run folder; one model trained through `lm.trainer`), `variants` (augmented text; the only
 module that runs `pipelines`), `teachers`, `judge`, `rounds` (the loop and the arms), `gain`,
-`teacher_cache`, `paired` (seed statistics), `report`, `arms` (the table of arms: what each trains on).
+`teacher_cache`, `ngram_teacher` (the n-gram mixed into the teacher), `paired` (seed statistics), `report`, `arms` (the table of arms: what each trains on).
 """
 from lm.distill.cli import main
 

@@ -40,6 +40,8 @@ ARMS = (
             ("ablations", "study_arms"), "augmentation without a teacher"),
     ArmInfo("student_no_aug", True, "real text (--teacher-hf: its samples, CE)", ("ablations", "study_arms"),
             "the teacher without augmentation; refused when the teacher may have seen augmented text"),
+    ArmInfo("student_no_ngram", True, "as the student, learning the teacher alone (no n-gram mixed in)",
+            ("ablations",), "what the n-gram in the teacher earns; trained only when one is mixed in"),
     ArmInfo("aug_random", False, "real + per augmenter a seeded random draw of its variants, as many as the "
             "judge kept", ("study_arms",), "does the judge beat chance at the same kept fraction?"),
     ArmInfo("aug_unfiltered", False, "real + every judged variant of the student's augmenters", ("study_arms",),
@@ -92,6 +94,7 @@ class Arm:
     weights: dict[str, float]           # mixture weights of the pools
     kd: bool
     tail: str | None = None             # the top-k tail, when it differs from the run's
+    ngram: bool = True                  # KD from the teacher with the n-gram mixed in, when it is
 
 
 def size_weights(pools: list[Pool]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from lm.distill import report as distill_report, samples, teachers
 from lm.distill.arms import ARM_OPTIONS, arms_epilog
 from lm.distill.config import PRESETS, Settings, flag, options, resolve_settings
 from lm.distill.judge import train_judges
+from lm.distill.ngram_teacher import teacher_mix
 from lm.distill.rounds import Rounds, arm_model
 from lm.distill.variants import ensure_augmented, read_variants
 from lm.distill.workspace import Workspace, check_teacher, check_teacher_hf, run_tokenizer
@@ -88,7 +89,8 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         teacher, hf = (None, given) if s.teacher_hf else (given, None)
     else:
         teacher, hf = teachers.train_teacher(ws), None
-    loop = Rounds(ws, judges, teacher, hf, aug_rows, augmenter_kinds(aug_dir))
+    mix = teacher_mix(ws, teacher)
+    loop = Rounds(ws, judges, teacher, hf, aug_rows, augmenter_kinds(aug_dir), mix)
     rounds, best, plan, refused = loop.run({o for o in ARM_OPTIONS if getattr(args, o)})
 
     ngram = anchor(str(snapshot.root))

@@ -95,6 +95,10 @@ class Settings:
     aug_share: float = option("share of training sequences from augmented text", check=SHARE)
     # noised text is an input, its clean parent the target: never a target itself
     noised_input: bool = option("noise variants as student input with their clean parents as targets", True)
+    # a count model errs where the network does not: the mixture may beat either, and the
+    # student learns it without needing the n-gram to run (lm.distill.ngram_teacher)
+    teacher_ngram: bool = option("mix a token-level modified Kneser-Ney n-gram of the real train text into the "
+                                 "teacher's soft targets, its weight and order chosen on dev (a top-k cache)", True)
     teacher: str | None = option("a run folder of ours to use as the teacher (its tokenizer is adopted)", None,
                                  path=True, exclusive="teacher")
     teacher_hf: str | None = option("a local Hugging Face causal LM folder (safetensors): sequence-level "

@@ -63,14 +63,16 @@ def effect(p: dict[str, object]) -> str:
 def attribution(paired: dict[str, dict[str, object]], student_pools: Sequence[str] | None) -> list[str]:
     """Sentences saying what earned the student's difference from the baseline: distillation
     (student - student_no_kd: the same text without the teacher) and augmentation (student -
-    student_no_aug: the same teacher without augmented text), each with its interval, as far as
+    student_no_aug: the same teacher without augmented text) and the n-gram mixed into the teacher
+    (student - student_no_ngram: the teacher alone), each with its interval, as far as
     the arms trained allow. `student_pools`: the augmented pools the student read ([] when the
     dev-gain screen dropped every augmenter; None when not recorded)."""
     lines = []
     if student_pools is not None and not student_pools:
         lines.append("The dev-gain screen dropped every augmenter: the student trained on real text only, so "
                      "its difference from the baseline is distillation alone.")
-    named = {"student_vs_student_no_kd": "distillation", "student_vs_student_no_aug": "augmentation"}
+    named = {"student_vs_student_no_kd": "distillation", "student_vs_student_no_aug": "augmentation",
+             "student_vs_student_no_ngram": "the n-gram in the teacher"}
     for key, what in named.items():
         if key in paired:
             lines.append(f"What {what} earned: {sentence(key, paired[key])}: {effect(paired[key])}.")

@@ -23,7 +23,8 @@ from lm.run import read_done
 from lm.distill.arms import ARMS, arm_info
 from lm.distill.paired import attribution, paired_difference, sentence, spread
 
-HEAD_ROWS = ("ngram", "teacher")  # then the arms, as `arms.ARMS` lists them
+MIX_MODEL = "teacher_ngram"  # the teacher's soft targets with the n-gram mixed in (`ngram_teacher`)
+HEAD_ROWS = ("ngram", "teacher", MIX_MODEL)  # then the arms, as `arms.ARMS` lists them
 MODEL_FIELDS = ("params", "dev_bits_per_char", "test_bits_per_char", "train_seconds", "tokens_per_second")
 NGRAM_LABELS = {"modified-kneser-ney": "modified KN", "witten-bell": "Witten-Bell"}  # `lm.ngram`'s methods
 
@@ -59,7 +60,10 @@ def models_table(report: dict[str, Any]) -> str:
 
 
 def row_label(name: str, m: dict[str, Any]) -> str:
-    """The n-gram's row says which n-gram: "n-gram (modified KN, order 12)"."""
+    """The n-gram's row says which n-gram: "n-gram (modified KN, order 12)"; the mixture's, its
+    order and weight."""
+    if name == MIX_MODEL:
+        return f"teacher + token n-gram (order {m['order']}, teacher weight {m['teacher_weight']})"
     if "order" not in m:
         return name
     method = m.get("method")
@@ -271,6 +275,9 @@ def assemble(models_dir: Path, rounds: list[dict[str, Any]], best_round: dict[st
     if teacher:
         models["teacher"] = {k: teacher.get(k) for k in MODEL_FIELDS + ("steps", "best_step")}
         curves["teacher"] = [models_dir / "teacher"]
+    mixed = read_done(models_dir / MIX_MODEL)
+    if mixed:
+        models[MIX_MODEL] = {k: mixed.get(k) for k in MODEL_FIELDS + ("order", "teacher_weight")}
     arms = sorted({p.name.rsplit("-s", 1)[0] for p in models_dir.glob("*-s[0-9]*")},
                   key=row_order)
     per_arm: dict[str, list[dict[str, Any]]] = {}

@@ -37,6 +37,7 @@ from lm.distill.arms import Arm, arm_info, size_weights, study_arms, trained
 from lm.distill.config import DEFAULT_CACHE_K
 from lm.distill.gain import dev_gains, next_weights
 from lm.distill.judge import Judge, judge_round, real_scores
+from lm.distill.ngram_teacher import NgramMix
 from lm.distill.teacher_cache import TeacherCache, pays
 from lm.distill.variants import (TEACHER_SAMPLE, augment_round, augment_seed, flax_sampler, merge,
                                  read_variants_file, sample_settings, teacher_samples, VARIANT_COLUMNS,
@@ -55,6 +56,11 @@ class KDPlan:
     top_k: int                  # 0: the teacher's full distribution
     teacher: Teacher | None     # what lm.trainer reads; None for "seq"
     cache: TeacherCache | None
+    plain: Teacher | None = None  # the teacher alone, when `teacher` mixes in the n-gram
+
+    def teacher_for(self, arm: Arm) -> Teacher | None:
+        """The soft targets of a KD arm: the mixture, or the teacher alone (`student_no_ngram`)."""
+        return self.teacher if arm.ngram or self.plain is None else self.plain
 
     @property
     def token_level(self) -> bool:
@@ -65,18 +71,21 @@ class KDPlan:
                 "seq": "sequence-level (teacher samples)"}[self.mode]
 
 
-def plan_kd(ws: Workspace, teacher: FlaxModel | None, students: int, context: int, pool_estimate: int) -> KDPlan:
+def plan_kd(ws: Workspace, teacher: FlaxModel | None, students: int, context: int, pool_estimate: int,
+            mix: NgramMix | None = None) -> KDPlan:
     """`students` models of `context` tokens will learn from `teacher` (None: --teacher-hf) on
-    pools of about `pool_estimate` tokens."""
+    pools of about `pool_estimate` tokens; `mix`: the n-gram mixed in (a cache either way)."""
     s = ws.settings
     if s.teacher_hf:
         return KDPlan("seq", s.top_k or 0, None, None)
-    if s.cache == "always" or (s.cache == "auto" and pays(students, s.student_steps, s.batch, context,
-                                                          pool_estimate)):
+    if s.cache == "always" or mix or (s.cache == "auto" and pays(students, s.student_steps, s.batch, context,
+                                                                 pool_estimate)):
         k = s.top_k or DEFAULT_CACHE_K
         teacher_id = f"{teacher.info.get('path')}@{teacher.info.get('checkpoint')}"
-        cache = TeacherCache(ws.run, teacher_id, k, s.temperature, make_apply(teacher.cfg), teacher.params)
-        return KDPlan("cached", k, Teacher(cache=cache), cache)
+        caches = [TeacherCache(ws.run, teacher_id, k, s.temperature, make_apply(teacher.cfg), teacher.params, m)
+                  for m in ((mix, None) if mix else (None,))]
+        return KDPlan("cached", k, Teacher(cache=caches[0]), caches[0],
+                      Teacher(cache=caches[1]) if mix else None)
     return KDPlan("live", s.top_k or 0, Teacher(cfg=teacher.cfg, params=teacher.params), None)
 
 
@@ -123,13 +132,13 @@ class Rounds:
     --teacher-hf, whose model `hf` samples), the student's shape, the real and dev text."""
 
     def __init__(self, ws: Workspace, judges: list[Judge], teacher: FlaxModel | None, hf: Any,
-                 aug_rows: list[dict], noise_kinds: dict[str, str | None]):
+                 aug_rows: list[dict], noise_kinds: dict[str, str | None], mix: NgramMix | None = None):
         self.ws, self.judges, self.hf, self.aug_rows, self.noise_kinds = ws, judges, hf, aug_rows, noise_kinds
         self.student_cfg = ws.settings.student_model(ws.tok.vocab_size, teacher.context if teacher else None)
         ctx = self.student_cfg.context
         self.real, self.dev = ws.real(ctx), ws.dev(ctx)
         self.real_bpc = real_scores(ws, judges)
-        self.teacher = teacher
+        self.teacher, self.mix = teacher, mix
 
     def round_model(self, r: int) -> str:
         return arm_model("student", 0) if self.ws.settings.rounds == 1 else f"student-r{r}"
@@ -231,7 +240,7 @@ class Rounds:
         # the pools' size, estimated before judging: real text and every variant
         n_train = len(ws.snapshot.records("train"))
         estimate = pool_tokens([self.real]) * (1 + len(self.aug_rows) / max(1, n_train))
-        plan = plan_kd(ws, self.teacher, students, self.student_cfg.context, int(estimate))
+        plan = plan_kd(ws, self.teacher, students, self.student_cfg.context, int(estimate), self.mix)
 
         rounds: list[RoundRecord] = []
         kept: list[dict] = []
@@ -277,6 +286,8 @@ class Rounds:
             else:
                 refused["student_no_aug"] = why
                 ws.log(f"student_no_aug refused: {why}; it would not be augmentation-free")
+        if "ablations" in options and plan.plain:
+            arms["student_no_ngram"] = Arm(rows, pools, weights, True, ngram=False)
         if "study_arms" in options:
             arms.update(study_arms(self.judged_until(best.round), kept, used, weights, self.build_pools, s.seed))
         if "compare_tail" in options:
@@ -341,9 +352,10 @@ class Rounds:
                f"real + {', '.join(names) or 'nothing else'}")
         aug = [r for r in arm.rows if r["augmenter"] in names]
         summary = ws.train(name, self.student_cfg, ws.schedule(name, s.student_steps, s.student_lr), data,
-                           self.dev, seed=seed, loss=loss, teacher=plan.teacher if kd else None,
+                           self.dev, seed=seed, loss=loss, teacher=plan.teacher_for(arm) if kd else None,
                            data_used=data_record(ws.snapshot, ["train"], None, aug),
-                           describe={"pools": names, "weights": weights, "kd": kd})
+                           describe={"pools": names, "weights": weights, "kd": kd,
+                                     "ngram": kd and arm.ngram and plan.plain is not None})
         model = load_model(ws.models / name)
         return ws.mark_done(name, {"params": self.student_cfg.n_params(), **ws.evaluate(model), "seed": seed,
                                    **summary.timing(), "pools": names, "weights": weights, "kd": kd})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,9 @@ import numpy as np
 from common.files import read_json, write_json, write_npy
 from lm.data import Batch, Pool
 from lm.losses import TopK
+
+if TYPE_CHECKING:
+    from lm.distill.ngram_teacher import NgramMix
 
 CACHE_DIR = "teacher-cache"
 
@@ -50,9 +53,12 @@ class TeacherCache:
     """Top-k teacher outputs for pools of sequences, filled on demand, memory-mapped."""
 
     def __init__(self, run_dir: Path, teacher_id: str, k: int, temperature: float,
-                 apply: Callable, params: Any):
+                 apply: Callable, params: Any, mix: NgramMix | None = None):
         self.dir = Path(run_dir) / CACHE_DIR
-        self.teacher_id, self.k, self.temperature = teacher_id, k, temperature
+        self.k, self.temperature, self.mix = k, temperature, mix
+        # a mixed cache is its own (files and key): the teacher's alone stays valid beside it
+        self.tag = f"+{mix.key}" if mix else ""
+        self.teacher_id = teacher_id + self.tag
         self.params = params
         self._open: dict[str, dict[str, Any]] = {}
         self.computed_tokens, self.seconds = 0, 0.0
@@ -84,19 +90,20 @@ class TeacherCache:
         meta = self._meta()
         for pool in pools:
             key = pool_key(pool, self.teacher_id, self.k, self.temperature)
-            if self._open.get(pool.name, {}).get("key") == key:
+            name = pool.name + self.tag
+            if self._open.get(name, {}).get("key") == key:
                 continue
             n, ctx = pool.packed.tokens.shape[0], pool.packed.tokens.shape[1] - 1
-            idx_p, val_p, fill_p = (self._path(pool.name, x) for x in ("indices", "logprobs", "filled"))
-            fresh = meta.get(pool.name, {}).get("key") != key or not (idx_p.is_file() and val_p.is_file())
+            idx_p, val_p, fill_p = (self._path(name, x) for x in ("indices", "logprobs", "filled"))
+            fresh = meta.get(name, {}).get("key") != key or not (idx_p.is_file() and val_p.is_file())
             if fresh:
                 dtype = np.uint16 if int(pool.packed.tokens.max(initial=0)) < 65536 else np.int32
                 idx = np.lib.format.open_memmap(idx_p, "w+", dtype, (n, ctx, self.k))
                 val = np.lib.format.open_memmap(val_p, "w+", np.float16, (n, ctx, self.k))
                 filled = np.zeros(n, bool)
                 write_npy(fill_p, filled)
-                meta[pool.name] = {"key": key, "sequences": n, "context": ctx, "k": self.k,
-                                   "temperature": self.temperature, "teacher": self.teacher_id}
+                meta[name] = {"key": key, "sequences": n, "context": ctx, "k": self.k,
+                              "temperature": self.temperature, "teacher": self.teacher_id}
                 self._write_meta(meta)
             else:
                 idx = np.load(idx_p, mmap_mode="r+")
@@ -105,7 +112,7 @@ class TeacherCache:
                     filled = np.load(fill_p)
                 except (OSError, ValueError):
                     filled = np.zeros(n, bool)  # lost flags: those rows are computed again
-            self._open[pool.name] = {"indices": idx, "logprobs": val, "filled": filled, "key": key}
+            self._open[name] = {"indices": idx, "logprobs": val, "filled": filled, "key": key}
 
     def flush(self) -> None:
         """Write the stored rows and then their flags (flags never run ahead of the data)."""
@@ -117,7 +124,7 @@ class TeacherCache:
     # ---- filling -----------------------------------------------------------------------------
     def _compute(self, pool: Pool, rows: np.ndarray, width: int) -> None:
         """Teacher top-k of `rows` of a pool, in batches of `width` rows (the last one padded)."""
-        c = self._open[pool.name]
+        c = self._open[pool.name + self.tag]
         start = time.perf_counter()
         for i in range(0, len(rows), width):
             r = rows[i:i + width]
@@ -125,6 +132,8 @@ class TeacherCache:
             if len(r) < width:
                 x = np.concatenate([x, np.zeros((width - len(r), x.shape[1]), x.dtype)])
             idx, val = (np.asarray(a) for a in self._top(self.params, jnp.asarray(x)))
+            if self.mix:
+                val = self.mix.mix(x, idx, val).astype(np.float16)
             c["indices"][r] = idx[:len(r)]
             c["logprobs"][r] = val[:len(r)]
             c["filled"][r] = True
@@ -136,7 +145,7 @@ class TeacherCache:
         from tqdm import tqdm
         todo = []
         for k, r in rows.items():
-            c = self._open[pools[k].name]
+            c = self._open[pools[k].name + self.tag]
             r = np.unique(r)
             todo.append((pools[k], r[~c["filled"][r]]))
         total = sum(len(r) for _, r in todo)
@@ -156,7 +165,7 @@ class TeacherCache:
         for k in np.unique(batch.pools):
             sel = batch.pools == k
             rows = batch.rows[sel]
-            c = self._open[pools[int(k)].name]
+            c = self._open[pools[int(k)].name + self.tag]
             missing = rows[~c["filled"][rows]]
             if len(missing):
                 self._compute(pools[int(k)], np.unique(missing), b)

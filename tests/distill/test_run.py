@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_without_retraining_finished_models(run: dict) -
     models = run["out"] / "models"
     # finished before the interruption: the teacher, both rounds, the first student seed; the
     # judges (n-grams, no model folder) and their real samples' scores are read back, not redone
-    assert {"teacher", "student-r1", "student-r2", "student-s0"} <= set(run["finished"])
+    assert {"teacher", "teacher_ngram", "student-r1", "student-r2", "student-s0"} <= set(run["finished"])
     assert not list(models.glob("judge-*"))
     assert {"judge-a.json", "judge-b.json", "real_bpc-judge-a.npy", "real_bpc-judge-b.npy"} <= set(run["judges"])
     for name, before in run["judges"].items():
@@ -83,7 +83,8 @@ def test_interrupted_run_resumes_without_retraining_finished_models(run: dict) -
     assert "baseline-s0" not in run["finished"] and run["baseline_step"] == 8
     for name, before in run["finished"].items():
         assert stamp(models / name / "DONE.json") == before, f"{name} was trained or evaluated again"
-        assert stamp(models / name / "metrics.jsonl") == run["metrics"][name]
+        if name != "teacher_ngram":  # chosen on dev, not trained: no metrics
+            assert stamp(models / name / "metrics.jsonl") == run["metrics"][name]
     # the baseline went on from its checkpoint: its metrics gained the second half only
     lines = [json.loads(x) for x in (models / "baseline-s0" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "dev_bpc" in x] == [8, 16]
@@ -183,6 +184,15 @@ def test_report_has_every_field_and_the_paired_intervals(run: dict) -> None:
     # every model says whether it stopped on dev or was still improving at its last step
     assert report["convergence"] and all(f"{n}-s0 (best step" in md for n in ("student", "baseline"))
     assert all(f"**{x['prompt'].strip()}**" in md for x in report["samples"])
+    # the soft targets: the teacher with the token n-gram mixed in (weight chosen on dev), and
+    # the arm that learns the teacher alone, paired with the student
+    mixed, teacher = report["models"]["teacher_ngram"], report["models"]["teacher"]
+    assert 0 <= mixed["teacher_weight"] < 1 and mixed["order"] >= 1
+    assert mixed["dev_bits_per_char"] < teacher["dev_bits_per_char"] and "teacher + token n-gram (order" in md
+    assert "student_vs_student_no_ngram" in report["paired"]
+    for name, ngram_mixed in (("student-s0", True), ("student_no_ngram-s1", False), ("student_no_aug-s0", True),
+                              ("baseline-s0", False)):
+        assert json.loads((out / "models" / name / "run.json").read_text())["distill"]["ngram"] is ngram_mixed, name
     ngram = report["models"]["ngram"]  # the character n-gram anchor, trained on the same train text
     assert ngram["method"] == "modified-kneser-ney" and ngram["order"] >= 1
     assert 0 < ngram["dev_bits_per_char"] < 20 and 0 < ngram["test_bits_per_char"] < 20

@@ -136,3 +136,26 @@ def test_next_character_distribution_and_sampling(model: CharNgram) -> None:
     text = model.sample("A análise ", 120, 7, 0.8, seed=3)
     assert len(text) == 120 and set(text) <= set(TRAIN)
     assert text == model.sample("A análise ", 120, 7, 0.8, seed=3) != model.sample("A análise ", 120, 7, 0.8, seed=4)
+
+
+@pytest.mark.parametrize("method", [KN, WB])
+def test_a_token_ngram_gives_each_candidate_what_the_text_pass_gives_the_next_symbol(method: str) -> None:
+    # symbols: the characters of real text as ids (what a tokenizer's ids are to `Ngram`)
+    chars = CharNgram(TRAIN, max_order=2)
+    ids = chars.encode(TRAIN)
+    model = ngram.Ngram(ids, chars.base, chars.base, max_order=5, method=method)
+    rows = chars.encode(DEV[:4 * 40]).reshape(4, 40)
+    everything = np.broadcast_to(np.arange(chars.base), (4, 39, chars.base))
+    for order in (1, 3, 5):
+        table = model.next_probs_of(rows[:, :-1], everything, order)  # [rows, positions, vocabulary]
+        assert np.allclose(table.sum(-1), 1.0, atol=1e-9, rtol=0), (order, table.sum(-1).min())
+        # the probability of the symbol that came is the one a pass over the row as a text gives it
+        seen = np.take_along_axis(table, rows[:, 1:, None], -1)[..., 0]
+        assert np.allclose(seen, np.exp([model.log_probs(r, order)[1:] for r in rows]), atol=1e-12, rtol=0)
+
+
+def test_a_token_ngram_scores_a_stream_as_the_character_model_scores_its_text() -> None:
+    chars = CharNgram(TRAIN, max_order=6)
+    model = ngram.Ngram(chars.encode(TRAIN), chars.base, len(chars.vocab), max_order=6)
+    assert np.allclose(model.bits_per_char(chars.encode(DEV)), chars.bits_per_char(DEV), atol=1e-12, rtol=0)
+    assert np.argmin(ngram.dev_curve(model, chars.encode(DEV))) == np.argmin(ngram.dev_curve(chars, DEV))
