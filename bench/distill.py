@@ -108,7 +108,9 @@ def corpus_checks(r: dict[str, Any]) -> dict[str, Any]:
     m, paired = r["report"]["models"], r["report"]["paired"]
     s, b, t, n = (m[k]["test_bits_per_char"] for k in ("student", "baseline", "teacher", "ngram"))
     pair = paired["student_vs_baseline"]
-    return {"teacher_below_ngram": t < n, "student_below_ngram": s < n,
+    mixed = (m.get("teacher_ngram") or {}).get("test_bits_per_char")
+    return {"teacher_below_ngram": t < n, "soft_targets_below_ngram": None if mixed is None else mixed < n,
+            "student_below_ngram": s < n,
             "student_params": m["student"]["params"], "student_at_most_0.80M": m["student"]["params"] <= 800_000,
             "seeds": pair["seeds"],
             "student_below_baseline_ci": pair["seeds"] >= 3 and pair["ci95"] is not None and pair["ci95"][1] < 0,
@@ -227,6 +229,8 @@ def stopping(r: dict[str, Any]) -> str | None:
 def check_rows(name: str, x: dict[str, Any], r: dict[str, Any]) -> list[str]:
     pair = r["report"]["paired"]["student_vs_baseline"]
     rows = [md_row(f"{name}: teacher below the n-gram", num(x["teacher_below_ngram"])),
+            md_row(f"{name}: the soft targets (teacher + token n-gram) below the n-gram",
+                   num(x.get("soft_targets_below_ngram"))),
             md_row(f"{name}: student ({x['student_params']:,} params) below the n-gram",
                    f"{num(x['student_below_ngram'] and x['student_at_most_0.80M'])} ({x['student_over_ngram']:.3f} x)"),
             md_row(f"{name}: student - baseline, whole 95% interval below 0 ({x['seeds']} seeds)",

@@ -208,14 +208,15 @@ class Ngram:
         return np.log(p)
 
     def bits_per_char(self, text: Any) -> list[float]:
-        """Bits per symbol of `text` (a character's for `CharNgram`) at every order 1..max_order (index 0 is order 1)."""
+        """Bits per symbol of `text` (per character for `CharNgram`) at every order 1..max_order
+        (index 0 is order 1)."""
         if not len(text):
             raise DataError("no text to score")
         chars = self.encode(text)
         return [float(-np.log2(p).sum() / len(text)) for _, p in self._orders(chars, set(range(1, self.max_order + 1)))]
 
     def bits_per_char_at(self, text: Any, order: int) -> float:
-        """Bits per character of `text` under the model of `order` alone."""
+        """Bits per symbol of `text` under the model of `order` alone."""
         if not len(text):
             raise DataError("no text to score")
         if not 1 <= order <= self.max_order:
@@ -229,14 +230,13 @@ class Ngram:
         in `_orders`). One vectorised pass: the candidate's k-gram is its (k-1)-gram extended
         leftwards by the history's symbol k - 1 back, the history's id the observed (k-1)-gram."""
         seq, c = self.encode(rows), self.encode(cands)
-        n_rows, t_len = seq.shape
+        t_len = seq.shape[1]
         pos = np.broadcast_to(np.arange(t_len), seq.shape)
         lower = np.full(c.shape, 1.0 / self.uniform)
         out = np.empty(c.shape)
         obs = np.zeros(seq.shape, np.int64)   # id of the observed (k-1)-gram ending at t
-        gram = np.zeros(c.shape, np.int64)    # id of the candidate's (k-1)-gram
         for k in range(1, order + 1):
-            if k == 1:
+            if k == 1:  # the candidate's k-gram id (below: from its (k-1)-gram's)
                 gram = self._find(1, c, c >= 0)
             else:
                 back = np.full(seq.shape, -1, np.int64)  # the history's symbol k - 1 back from the target
