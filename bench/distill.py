@@ -180,8 +180,8 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
     rows = []
     for m in [x for x in MODELS if x in models] + sorted(set(models) - set(MODELS)):
         x = models[m]
-        label = {"ngram": f"{m} (order {x['order']}): {ngram_method(x)}",
-                 "teacher_ngram": f"{m} (order {x.get('order')}, teacher weight {x.get('teacher_weight')})"}.get(m, m)
+        label = (f"{m} (order {x['order']}): {ngram_method(x)}" if m == "ngram" else
+                 f"{m} (order {x['order']}, teacher weight {x['teacher_weight']})" if m == "teacher_ngram" else m)
         sd = f"{num(x['test_sd'])} ({x['seeds']})" if x.get("test_sd") is not None else "-"
         rows.append(md_row(label, num(x["params"]), num(x["dev_bits_per_char"]), num(x["test_bits_per_char"]), sd,
                            num(x.get("test_nats_per_char")), f"{x['test_bits_per_char'] / ngram:.3f}",
