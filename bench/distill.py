@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (quiet_note, fmt, load_1m, machine, md_row, ngram_method, parser, preset_only,  # noqa: E402
                           read_results, readme_only, render, timed_command, publish, wait_for_quiet)
 from lm.distill.paired import sentence  # noqa: E402
-from lm.distill.report import sample_line  # noqa: E402
+from lm.distill.report import MIX_MODEL, sample_line  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "distill"
 RESULTS = ROOT / "bench" / "results" / "distill.json"
@@ -55,8 +55,8 @@ SLICES = {"gl-ctg-f25": ("gl-ctg", 0.25), "tinyshakespeare-f10": ("tinyshakespea
 RUNS = CORPORA + tuple(SLICES)
 DEMO_BUDGET_S = 15 * 60
 EVIDENCE_SEEDS = 3  # paired seeds behind every interval (the demo itself trains one)
-UNTRAINED = ("ngram", "teacher_ngram")  # counted, or mixed from trained ones: no steps
-MODELS = ("ngram", "teacher", "teacher_ngram", "student", "baseline", "student_no_kd", "student_no_aug",
+UNTRAINED = ("ngram", MIX_MODEL)  # counted, or mixed from trained ones: no steps
+MODELS = ("ngram", "teacher", MIX_MODEL, "student", "baseline", "student_no_kd", "student_no_aug",
           "student_no_ngram")
 LN2 = 0.6931471805599453
 
@@ -108,7 +108,7 @@ def corpus_checks(r: dict[str, Any]) -> dict[str, Any]:
     m, paired = r["report"]["models"], r["report"]["paired"]
     s, b, t, n = (m[k]["test_bits_per_char"] for k in ("student", "baseline", "teacher", "ngram"))
     pair = paired["student_vs_baseline"]
-    mixed = (m.get("teacher_ngram") or {}).get("test_bits_per_char")
+    mixed = (m.get(MIX_MODEL) or {}).get("test_bits_per_char")
     return {"teacher_below_ngram": t < n, "soft_targets_below_ngram": None if mixed is None else mixed < n,
             "student_below_ngram": s < n,
             "student_params": m["student"]["params"], "student_at_most_0.80M": m["student"]["params"] <= 800_000,
@@ -181,7 +181,7 @@ def corpus_tables(name: str, r: dict[str, Any]) -> str:
     for m in [x for x in MODELS if x in models] + sorted(set(models) - set(MODELS)):
         x = models[m]
         label = (f"{m} (order {x['order']}): {ngram_method(x)}" if m == "ngram" else
-                 f"{m} (order {x['order']}, teacher weight {x['teacher_weight']})" if m == "teacher_ngram" else m)
+                 f"{m} (order {x['order']}, teacher weight {x['teacher_weight']})" if m == MIX_MODEL else m)
         sd = f"{num(x['test_sd'])} ({x['seeds']})" if x.get("test_sd") is not None else "-"
         rows.append(md_row(label, num(x["params"]), num(x["dev_bits_per_char"]), num(x["test_bits_per_char"]), sd,
                            num(x.get("test_nats_per_char")), f"{x['test_bits_per_char'] / ngram:.3f}",

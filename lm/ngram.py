@@ -259,8 +259,7 @@ class CharNgram(Ngram):
     UNSEEN at order 0."""
 
     def __init__(self, text: str, max_order: int = 8, method: str = KN):
-        check_options(max_order, method)
-        if not text:
+        if not text:  # before the alphabet is read from it; the options: `Ngram`
             raise DataError("no train text for the n-gram model")
         self.vocab = sorted(set(text) | {UNSEEN})
         self._alphabet = np.array(sorted(ord(c) for c in set(text)), np.int64)
